@@ -1,0 +1,30 @@
+#!/bin/sh
+# Idempotent set-up on a fresh Debian machine (run as root): the system packages pulsegate needs
+# (ZooKeeper, a JRE, the Thrift compiler for the interop test) and a virtualenv at .venv with the
+# package installed in editable mode. Fast when everything is already there.
+set -eu
+cd "$(dirname "$0")/.."
+
+need_apt=""
+[ -e /usr/share/java/zookeeper.jar ] || need_apt="$need_apt zookeeper"
+command -v java >/dev/null 2>&1 || need_apt="$need_apt default-jre-headless"
+command -v thrift >/dev/null 2>&1 || need_apt="$need_apt thrift-compiler"
+if [ -n "$need_apt" ]; then
+    echo "bootstrap: installing$need_apt" >&2
+    if [ "$(id -u)" != 0 ]; then
+        echo "bootstrap: need root to install$need_apt (or install them yourself)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.pulsegate-installed
+if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
