@@ -1,0 +1,89 @@
+"""The audit trail of an update: status events and instance events. Both are persisted and are
+what a new leader rebuilds an update's progress from."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from updater.status import UpdateStatus
+
+SYSTEM_USER = "pulsegate"
+MAX_MESSAGE_CHARS = 1024
+
+
+class Cause(enum.Enum):
+    """Why a status event was recorded. Kept with the event so that rules which depend on how an
+    update got where it is (auto-pause once per batch, operator-only resume after lost
+    heartbeats) survive a failover."""
+
+    START = "start"
+    OPERATOR = "operator"
+    HEARTBEAT = "heartbeat"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    AUTO_PAUSE = "auto_pause"
+    FAILURE = "failure"
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
+@attrs.frozen
+class StatusEvent:
+    status: UpdateStatus
+    timestamp_ms: int
+    user: str
+    message: str = ""
+    cause: Cause = Cause.OPERATOR
+
+
+class InstanceAction(enum.IntEnum):
+    """Wire-stable ids, as in Aurora."""
+
+    INSTANCE_UPDATED = 1
+    INSTANCE_ROLLED_BACK = 2
+    INSTANCE_UPDATING = 3
+    INSTANCE_ROLLING_BACK = 4
+    INSTANCE_UPDATE_FAILED = 5
+    INSTANCE_ROLLBACK_FAILED = 6
+
+
+START_ACTIONS = frozenset({InstanceAction.INSTANCE_UPDATING, InstanceAction.INSTANCE_ROLLING_BACK})
+BACKWARD_ACTIONS = frozenset(
+    {
+        InstanceAction.INSTANCE_ROLLING_BACK,
+        InstanceAction.INSTANCE_ROLLED_BACK,
+        InstanceAction.INSTANCE_ROLLBACK_FAILED,
+    }
+)
+
+
+def working_action(backward: bool) -> InstanceAction:
+    return InstanceAction.INSTANCE_ROLLING_BACK if backward else InstanceAction.INSTANCE_UPDATING
+
+
+def succeeded_action(backward: bool) -> InstanceAction:
+    return InstanceAction.INSTANCE_ROLLED_BACK if backward else InstanceAction.INSTANCE_UPDATED
+
+
+def failed_action(backward: bool) -> InstanceAction:
+    return (
+        InstanceAction.INSTANCE_ROLLBACK_FAILED
+        if backward
+        else InstanceAction.INSTANCE_UPDATE_FAILED
+    )
+
+
+@attrs.frozen
+class InstanceEvent:
+    instance_id: int
+    timestamp_ms: int
+    action: InstanceAction
+    message: str = ""
+
+
+def clip_message(message: str) -> str:
+    """Messages we generate ourselves (exit reasons, check output) are cut to the audit limit."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 3] + "..."
