@@ -1,0 +1,83 @@
+"""The driver contract: what the engine needs to know about running instances, and the actions
+it asks for. Drivers (sim, local processes, host agents) implement `Driver`; the engine only
+ever reads `ObservedInstance`s and returns `Action`s.
+
+Fields are required unless marked optional."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import attrs
+
+from updater.keys import JobKey
+from updater.task import TaskConfig
+
+
+class InstanceState(enum.Enum):
+    ABSENT = "absent"  # nothing runs for this id
+    STARTING = "starting"  # launched, not yet running (or still in its initial delay)
+    RUNNING = "running"  # running, not (yet, or any more) healthy
+    HEALTHY = "healthy"  # running and passing its health check since `healthy_since_ms`
+    EXITED = "exited"  # exited; the reconciler will restart it (with backoff)
+    KILLING = "killing"  # being stopped (SIGTERM sent, grace period running)
+
+
+@attrs.frozen
+class ObservedInstance:
+    """One instance as the driver sees it.
+
+    - `instance_id`, `state`: required.
+    - `config`: required unless ABSENT; the config the instance runs (or last ran).
+    - `healthy_since_ms`: required when HEALTHY; when it last became healthy.
+    - `failures`: required; how many times the instance exited or was restarted for failing its
+      health check while at `config`. Reset when the config changes. This is what
+      `maxPerInstanceFailures` counts.
+    - `message`: optional; why it last exited or failed, for instance events ("exec failed:
+      no such file", "exited with status 3", "health check failed 3 times").
+    """
+
+    instance_id: int
+    state: InstanceState
+    config: TaskConfig | None = None
+    healthy_since_ms: int | None = None
+    failures: int = 0
+    message: str = ""
+
+
+class ActionKind(enum.Enum):
+    ADD = "add"  # start an instance of `config` where none runs
+    REPLACE = "replace"  # stop what runs and start `config`
+    KILL = "kill"  # stop the instance; it is no longer wanted
+
+
+@attrs.frozen
+class Action:
+    """A change of one instance's desired state. Drivers must treat actions as idempotent: the
+    same action may be planned again after a failover."""
+
+    kind: ActionKind
+    instance_id: int
+    config: TaskConfig | None = None
+
+
+class Driver(Protocol):
+    """What every driver provides."""
+
+    def instances(self, job: JobKey) -> Mapping[int, ObservedInstance]:
+        """Required. The observed instances of `job`; ids not in the mapping are ABSENT. Must be
+        cheap: the engine looks up only the ids it is working on."""
+        ...
+
+    def apply(self, job: JobKey, actions: Sequence[Action]) -> None:
+        """Required. Make the desired state of these instances what the actions say. Must not
+        block on instances starting or stopping; progress is reported through `instances`."""
+        ...
+
+    def set_listener(self, listener: Callable[[JobKey, int], None] | None) -> None:
+        """Required. Call `listener(job, instance_id)` whenever an instance's observed state
+        changes, so the engine re-evaluates at once instead of polling. May be called from any
+        thread; the listener must not block."""
+        ...

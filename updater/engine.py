@@ -1,0 +1,382 @@
+"""The planner: for one update, given what the driver observes, the pulse monitor and `now`,
+decide the actions to take, the events to persist and the status transition, if any.
+
+`plan` and the command methods return a `Step` and change nothing; the service persists the
+step and then calls `commit`, so memory never runs ahead of storage. If the write fails (the
+leader was deposed, storage is down) the step is dropped and nothing happened.
+
+State transitions made here (all others come from operators through the command methods):
+- ROLLING_X → X_AWAITING_PULSE when the heartbeat lease ends (coordinated updates);
+- X_AWAITING_PULSE → ROLLING_X on a heartbeat (unless held for an operator, DESIGN §3 rule 3);
+- ROLLING_FORWARD → ROLL_FORWARD_PAUSED before each batch after the first (autoPauseAfterBatch);
+- ROLLING_FORWARD → ROLLING_BACK or FAILED, ROLLING_BACK → FAILED on too many failed instances;
+- ROLLING_X → ROLLED_FORWARD / ROLLED_BACK when every instance is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
+from updater.errors import InvalidRequest, TransitionError
+from updater.evaluation import Outcome, evaluate_instance
+from updater.events import (
+    SYSTEM_USER,
+    Cause,
+    InstanceEvent,
+    StatusEvent,
+    clip_message,
+    failed_action,
+    succeeded_action,
+    working_action,
+)
+from updater.keys import UpdateKey
+from updater.progress import Progress, Stage
+from updater.pulse import Gate, HeartbeatAnswer, PulseMonitor
+from updater.record import UpdateDefinition, UpdateRecord
+from updater.settings import HeartbeatResume, Settings
+from updater.status import UpdateStatus, awaiting_pulse, check_transition, paused, rolling
+from updater.strategy import Schedule
+from updater.task import TaskConfig
+
+S = UpdateStatus
+
+
+@attrs.frozen
+class Step:
+    """What to persist and do. `stages` and `cursor` are the progress changes `commit` applies."""
+
+    transition: StatusEvent | None = None
+    instance_events: tuple[InstanceEvent, ...] = ()
+    actions: tuple[Action, ...] = ()
+    wake_at_ms: int | None = None
+    stages: tuple[tuple[int, Stage], ...] = ()
+    cursor: int | None = None
+
+    @property
+    def has_writes(self) -> bool:
+        return self.transition is not None or bool(self.instance_events)
+
+    def desired_changes(self) -> dict[int, TaskConfig | None]:
+        """The desired-state changes the actions make: a config, or None to remove."""
+        return {
+            a.instance_id: (None if a.kind is ActionKind.KILL else a.config) for a in self.actions
+        }
+
+
+EMPTY_STEP = Step()
+
+
+@attrs.frozen
+class Counts:
+    total: int
+    done: int
+    in_flight: int
+    failed: int
+
+
+def _start_action(
+    instance_id: int, target: TaskConfig | None, seen: ObservedInstance | None
+) -> Action:
+    if target is None:
+        return Action(ActionKind.KILL, instance_id)
+    if seen is None or seen.state is InstanceState.ABSENT:
+        return Action(ActionKind.ADD, instance_id, target)
+    return Action(ActionKind.REPLACE, instance_id, target)
+
+
+class UpdateRun:
+    """One active update in the leader's memory, rebuilt from its record."""
+
+    def __init__(self, record: UpdateRecord) -> None:
+        definition = record.definition
+        self.definition: UpdateDefinition = definition
+        self.key: UpdateKey = definition.key
+        self.settings: Settings = definition.settings
+        self.status_events: list[StatusEvent] = list(record.status_events)
+        self.instance_event_count = len(record.instance_events)
+        self._initial = definition.initial_configs()
+        self._desired = definition.desired_ids()
+        order = definition.forward_order()
+        self.forward = Progress(order, Schedule.forward(self.settings.strategy, len(order)), False)
+        self.forward.replay(record.instance_events)
+        self.backward: Progress | None = None
+        self.auto_pauses = sum(1 for e in self.status_events if e.cause is Cause.AUTO_PAUSE)
+        if any(e.status.is_backward for e in self.status_events):
+            self._start_backward()
+            assert self.backward is not None
+            self.backward.replay(record.instance_events)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def status(self) -> UpdateStatus:
+        return self.status_events[-1].status
+
+    @property
+    def is_coordinated(self) -> bool:
+        return self.settings.is_coordinated
+
+    @property
+    def progress(self) -> Progress:
+        """The progress of the current direction."""
+        return self.backward if self.backward is not None else self.forward
+
+    @property
+    def is_held_for_operator(self) -> bool:
+        """Blocked after heartbeats were lost, with `heartbeatResume = OPERATOR`."""
+        event = self.status_events[-1]
+        return (
+            self.settings.heartbeat_resume is HeartbeatResume.OPERATOR
+            and event.status.is_awaiting_pulse
+            and event.cause is Cause.HEARTBEAT_TIMEOUT
+        )
+
+    def target(self, instance_id: int, backward: bool) -> TaskConfig | None:
+        """The config an instance should end up with in a direction (None: removed)."""
+        if backward:
+            return self._initial.get(instance_id)
+        return self.definition.config if instance_id in self._desired else None
+
+    def counts(self) -> Counts:
+        p = self.progress
+        return Counts(len(p.order), p.succeeded + len(p.failed), p.in_flight, len(p.failed))
+
+    def in_flight(self) -> list[int]:
+        return list(self.progress.working)
+
+    # -- the planner -----------------------------------------------------------------------
+
+    def plan(self, observed: Mapping[int, ObservedInstance], pulse: PulseMonitor, now: int) -> Step:
+        """The next step of a rolling update; an empty step for any other status."""
+        status = self.status
+        if not status.is_rolling:
+            return EMPTY_STEP
+        backward = status.is_backward
+        progress = self.progress
+        if progress.is_done:  # nothing left to act on, so no heartbeat is needed to finish
+            return Step(transition=self._completion(progress, backward, now))
+        wake: int | None = None
+        if self.is_coordinated:
+            if not pulse.is_tracked(self.key):
+                pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
+            check = pulse.check(self.key, now)
+            if check.gate is Gate.EXPIRED:
+                return Step(
+                    transition=StatusEvent(
+                        awaiting_pulse(backward),
+                        now,
+                        SYSTEM_USER,
+                        f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
+                        Cause.HEARTBEAT_TIMEOUT,
+                    )
+                )
+            if check.gate is Gate.HOLD:
+                return Step(wake_at_ms=check.until_ms)
+            wake = check.until_ms
+
+        settings = self.settings
+        events: list[InstanceEvent] = []
+        actions: list[Action] = []
+        stages: list[tuple[int, Stage]] = []
+        new_failures: list[tuple[int, str]] = []
+        finished = 0
+        for instance_id in progress.working:
+            result = evaluate_instance(
+                instance_id,
+                self.target(instance_id, backward),
+                observed.get(instance_id),
+                settings.min_wait_in_instance_running_ms,
+                settings.max_per_instance_failures,
+                now,
+            )
+            if result.outcome is Outcome.SUCCEEDED:
+                events.append(InstanceEvent(instance_id, now, succeeded_action(backward)))
+                stages.append((instance_id, Stage.SUCCEEDED))
+                finished += 1
+            elif result.outcome is Outcome.FAILED:
+                message = clip_message(result.message)
+                events.append(InstanceEvent(instance_id, now, failed_action(backward), message))
+                stages.append((instance_id, Stage.FAILED))
+                new_failures.append((instance_id, message))
+                finished += 1
+            else:
+                if result.action is not None:
+                    actions.append(result.action)
+                if result.wait_until_ms is not None and (
+                    wake is None or result.wait_until_ms < wake
+                ):
+                    wake = result.wait_until_ms
+
+        failed = len(progress.failed) + len(new_failures)
+        if new_failures and failed > settings.max_failed_instances:
+            instance_id, message = new_failures[-1]
+            target = S.ROLLING_BACK if not backward and settings.rollback_on_failure else S.FAILED
+            summary = (
+                f"instance {instance_id} failed: {message}; {failed} failed instance(s), "
+                f"more than maxFailedInstances={settings.max_failed_instances}"
+            )
+            return Step(
+                transition=StatusEvent(target, now, SYSTEM_USER, summary, Cause.FAILURE),
+                instance_events=tuple(events),
+                stages=tuple(stages),
+            )
+
+        in_flight = progress.in_flight - finished
+        count = len(progress.order)
+        if progress.cursor >= count and in_flight == 0:
+            return Step(
+                transition=self._completion(progress, backward, now, failed),
+                instance_events=tuple(events),
+                stages=tuple(stages),
+            )
+
+        schedule = progress.schedule
+        starts = schedule.next_starts(progress.cursor, in_flight, count)
+        if starts and schedule.is_batched and not backward and settings.auto_pause_after_batch:
+            batch = schedule.batch_of(progress.cursor)
+            if batch >= 1 and batch > self.auto_pauses:
+                return Step(
+                    transition=StatusEvent(
+                        S.ROLL_FORWARD_PAUSED,
+                        now,
+                        SYSTEM_USER,
+                        f"auto-paused before batch {batch + 1} of {len(schedule.bounds)}",
+                        Cause.AUTO_PAUSE,
+                    ),
+                    instance_events=tuple(events),
+                    stages=tuple(stages),
+                )
+        started = working_action(backward)
+        for index in starts:
+            instance_id = progress.order[index]
+            actions.append(
+                _start_action(
+                    instance_id, self.target(instance_id, backward), observed.get(instance_id)
+                )
+            )
+            events.append(InstanceEvent(instance_id, now, started))
+            stages.append((instance_id, Stage.WORKING))
+        return Step(
+            instance_events=tuple(events),
+            actions=tuple(actions),
+            wake_at_ms=wake,
+            stages=tuple(stages),
+            cursor=starts.stop if starts else None,
+        )
+
+    def _completion(
+        self, progress: Progress, backward: bool, now: int, failed: int | None = None
+    ) -> StatusEvent:
+        count = len(progress.order)
+        failed = len(progress.failed) if failed is None else failed
+        message = f"{count - failed} of {count} instance(s) "
+        message += "rolled back" if backward else "updated"
+        if failed:
+            message += f", {failed} failed (tolerated)"
+        final = S.ROLLED_BACK if backward else S.ROLLED_FORWARD
+        return StatusEvent(final, now, SYSTEM_USER, message, Cause.COMPLETE)
+
+    def commit(self, step: Step) -> None:
+        """Apply a step that has been persisted."""
+        progress = self.progress
+        for instance_id, stage in step.stages:
+            progress.set_stage(instance_id, stage)
+        if step.cursor is not None:
+            progress.cursor = step.cursor
+        self.instance_event_count += len(step.instance_events)
+        if step.transition is not None:
+            self.status_events.append(step.transition)
+            if step.transition.cause is Cause.AUTO_PAUSE:
+                self.auto_pauses += 1
+            if step.transition.status.is_backward and self.backward is None:
+                self._start_backward()
+
+    def _start_backward(self) -> None:
+        touched = self.forward.cursor
+        order = list(reversed(self.forward.order[:touched]))
+        schedule = Schedule.rollback(self.settings.strategy, self.forward.schedule, touched)
+        self.backward = Progress(order, schedule, True)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _move(
+        self, target: UpdateStatus, user: str, message: str, cause: Cause, now: int
+    ) -> Step | None:
+        if not check_transition(self.status, target):
+            return None
+        return Step(transition=StatusEvent(target, now, user, message, cause))
+
+    def pause(self, user: str, message: str, now: int) -> Step | None:
+        """Persisted pause with who and why; only an explicit resume ends it."""
+        status = self.status
+        if status.is_paused:
+            return None
+        return self._move(
+            paused(status.is_backward), user, message or "paused", Cause.OPERATOR, now
+        )
+
+    def resume(self, pulse: PulseMonitor, user: str, message: str, now: int) -> Step | None:
+        """To ROLLING_* if heartbeats are fresh (or the update is not coordinated), else to
+        *_AWAITING_PULSE. Resuming a rolling update is a no-op."""
+        status = self.status
+        if status.is_terminal:
+            check_transition(status, S.ROLLING_FORWARD)
+        if status.is_rolling:
+            return None
+        backward = status.is_backward
+        fresh = not self.is_coordinated or pulse.is_fresh(self.key, now)
+        if status.is_awaiting_pulse:
+            if not fresh:
+                if self.is_held_for_operator:
+                    raise TransitionError(
+                        "cannot resume: heartbeats are not fresh; resume once the monitor is "
+                        "heartbeating again"
+                    )
+                return None
+            target = rolling(backward)
+        else:
+            target = rolling(backward) if fresh else awaiting_pulse(backward)
+        return self._move(target, user, message or "resumed", Cause.OPERATOR, now)
+
+    def abort(self, user: str, message: str, now: int) -> Step | None:
+        """Stop for good; the job stays as it is (no rollback)."""
+        return self._move(S.ABORTED, user, message or "aborted", Cause.OPERATOR, now)
+
+    def rollback(self, user: str, message: str, now: int) -> Step | None:
+        """Restore the initial configs, newest change first. Allowed without rollbackOnFailure."""
+        return self._move(
+            S.ROLLING_BACK, user, message or "rollback requested", Cause.OPERATOR, now
+        )
+
+    def error(self, message: str, now: int) -> Step | None:
+        """The scheduler cannot run this update (a bug or corrupt state)."""
+        if self.status.is_terminal:
+            return None
+        return self._move(S.ERROR, SYSTEM_USER, clip_message(message), Cause.ERROR, now)
+
+    def heartbeat(
+        self, pulse: PulseMonitor, user: str, now: int
+    ) -> tuple[HeartbeatAnswer, Step | None]:
+        """Record a heartbeat (DESIGN §3 rule 5) and, if it unblocks the update, the step that
+        moves it back to ROLLING_*."""
+        status = self.status
+        if status.is_terminal:
+            return HeartbeatAnswer.FINISHED, None
+        if not self.is_coordinated:
+            raise InvalidRequest(
+                "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
+            )
+        if not pulse.is_tracked(self.key):
+            pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
+        pulse.beat(self.key, now)
+        if status.is_paused:
+            return HeartbeatAnswer.PAUSED, None
+        if status.is_awaiting_pulse and not self.is_held_for_operator:
+            step = self._move(
+                rolling(status.is_backward), user, "heartbeat received", Cause.HEARTBEAT, now
+            )
+            return HeartbeatAnswer.OK, step
+        return HeartbeatAnswer.OK, None
