@@ -1,0 +1,1 @@
+"""Drivers run instances: `sim` (deterministic, fake clock), `local` (child processes)."""
