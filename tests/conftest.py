@@ -1,0 +1,51 @@
+"""Shared fixtures: one real ZooKeeper per test run and a fresh chroot per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kazoo.client import KazooClient
+
+from scheduler.zkserver import EmbeddedZooKeeper
+
+# Reconnect at least once a second, so a client gets its session back after a ZooKeeper restart
+# (kazoo's default backoff grows to an hour and lets the session expire).
+CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedZooKeeper]:
+    """A real ZooKeeper for the whole run; a start failure errors every test that needs it."""
+    server = EmbeddedZooKeeper(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def zk_hosts(zk_server: EmbeddedZooKeeper) -> str:
+    """A connection string with a chroot of its own, so tests never see each other's znodes."""
+    chroot = f"/pulsegate-test-{uuid.uuid4().hex}"
+    admin = KazooClient(hosts=zk_server.hosts)
+    admin.start(timeout=10)
+    try:
+        admin.ensure_path(chroot)
+    finally:
+        admin.stop()
+        admin.close()
+    return zk_server.hosts + chroot
+
+
+@pytest.fixture
+def zk_client(zk_hosts: str) -> Iterator[KazooClient]:
+    client = KazooClient(hosts=zk_hosts, connection_retry=CONNECTION_RETRY)
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
