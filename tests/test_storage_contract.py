@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from builders import JOB, NEW, OLD
 
+from scheduler.paths import Paths
+from scheduler.zkstore import ZooKeeperStorage
 from updater.errors import (
     AlreadyExists,
     JobUpdating,
@@ -22,13 +23,30 @@ from updater.settings import Settings, Strategy
 from updater.status import UpdateStatus
 from updater.storage import UpdateQuery, UpdateSummary, UpdateWrite, select_prunable
 
+from builders import JOB, NEW, OLD
+
 S = UpdateStatus
 DAY = 24 * 3600 * 1000
 
 
-@pytest.fixture(params=["memory"])
+class NodeFence:
+    """Fences writes on an ephemeral node of the store's own session, as a leader does."""
+
+    def __init__(self, client) -> None:
+        self.path = client.create("/fence-", ephemeral=True, sequence=True)
+
+    def node(self) -> str:
+        return self.path
+
+
+@pytest.fixture(params=["memory", "zookeeper"])
 def store(request):
-    return MemoryStorage()
+    if request.param == "memory":
+        return MemoryStorage()
+    client = request.getfixturevalue("zk_client")
+    store = ZooKeeperStorage(client, Paths("/pulsegate"), NodeFence(client), writer="test")
+    store.ensure_layout()
+    return store
 
 
 def new_record(store, update_id="u1", job=JOB, count=3, now=1000, **settings):

@@ -1,0 +1,105 @@
+"""Every znode path pulsegate uses, built in one place under a configurable root.
+
+    <root>/election/n_<seq>           ephemeral sequential: one per scheduler (identity JSON)
+    <root>/leader                     ephemeral: the acting leader, once it serves
+    <root>/jobs/<job>                 a job's desired state (config groups with ranges)
+    <root>/locks/<job>                the job's active-update lock (holds the update id)
+    <root>/updates/<job>:<id>         an update's definition
+        .../state                     summary and counters; its version is the CAS token
+        .../status/s_<seq>            one status event each
+        .../events/e_<seq>            a chunk of instance events per write
+
+`<job>` is `role:environment:name`. Names never contain `:` (see updater.keys), so the flat
+form is unambiguous, and a new job or update needs no parent znodes: every create fits in one
+fenced transaction.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from updater.keys import JobKey, UpdateKey
+
+
+def job_node(key: JobKey) -> str:
+    return f"{key.role}:{key.environment}:{key.name}"
+
+
+def parse_job_node(name: str) -> JobKey | None:
+    parts = name.split(":")
+    return JobKey(*parts) if len(parts) == 3 else None
+
+
+def update_node(key: UpdateKey) -> str:
+    return f"{job_node(key.job)}:{key.id}"
+
+
+def parse_update_node(name: str) -> UpdateKey | None:
+    parts = name.split(":")
+    return UpdateKey(JobKey(*parts[:3]), parts[3]) if len(parts) == 4 else None
+
+
+@attrs.frozen
+class Paths:
+    root: str = "/pulsegate"
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            not self.root.startswith("/")
+            or self.root.endswith("/")
+            or "//" in self.root
+            or len(self.root) < 2
+        ):
+            raise ValueError(f"bad ZooKeeper root {self.root!r}")
+
+    @property
+    def election(self) -> str:
+        return f"{self.root}/election"
+
+    @property
+    def election_prefix(self) -> str:
+        return f"{self.root}/election/n_"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.root}/leader"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.root}/jobs"
+
+    @property
+    def locks(self) -> str:
+        return f"{self.root}/locks"
+
+    @property
+    def updates(self) -> str:
+        return f"{self.root}/updates"
+
+    def job(self, key: JobKey) -> str:
+        return f"{self.jobs}/{job_node(key)}"
+
+    def lock(self, key: JobKey) -> str:
+        return f"{self.locks}/{job_node(key)}"
+
+    def update(self, key: UpdateKey) -> str:
+        return f"{self.updates}/{update_node(key)}"
+
+    def state(self, key: UpdateKey) -> str:
+        return f"{self.update(key)}/state"
+
+    def status(self, key: UpdateKey) -> str:
+        return f"{self.update(key)}/status"
+
+    def status_prefix(self, key: UpdateKey) -> str:
+        return f"{self.update(key)}/status/s_"
+
+    def events(self, key: UpdateKey) -> str:
+        return f"{self.update(key)}/events"
+
+    def events_prefix(self, key: UpdateKey) -> str:
+        return f"{self.update(key)}/events/e_"
+
+    def containers(self) -> tuple[str, ...]:
+        """Created once at start-up."""
+        return (self.election, self.jobs, self.locks, self.updates)
