@@ -1,0 +1,141 @@
+"""Leader election with a real ZooKeeper: takeover, real session expiry, suspension, fencing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from scheduler.election import Leadership, Role
+from scheduler.fencing import NotLeader
+from scheduler.paths import Paths
+from scheduler.zkserver import EmbeddedZooKeeper
+from scheduler.zkstore import ZooKeeperStorage
+from updater.events import InstanceAction, InstanceEvent
+from updater.job import Job
+from updater.record import UpdateRequest, plan_update
+from updater.storage import UpdateWrite
+
+from builders import JOB, NEW, OLD
+from conftest import CONNECTION_RETRY
+from waiting import wait_until
+
+
+def client_for(hosts: str, timeout: float = 4.0) -> KazooClient:
+    client = KazooClient(hosts=hosts, timeout=timeout, connection_retry=CONNECTION_RETRY)
+    client.start(timeout=10)
+    return client
+
+
+@pytest.fixture
+def paths() -> Paths:
+    return Paths(f"/election-test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def pair(zk_server: EmbeddedZooKeeper, paths: Paths) -> Iterator[list[Leadership]]:
+    made = []
+    for name in ("a", "b"):
+        client = client_for(zk_server.hosts)
+        leadership = Leadership(client, paths, {"id": name})
+        leadership.start()
+        made.append(leadership)
+        if name == "a":
+            wait_until(lambda: made[0].is_acting(), message="a did not become leader")
+    yield made
+    for leadership in made:
+        leadership.stop()
+        leadership.client.stop()
+        leadership.client.close()
+
+
+def test_first_leads_second_follows_and_takes_over_on_release(pair: list[Leadership]) -> None:
+    a, b = pair
+    wait_until(lambda: b._node is not None)
+    assert a.role is Role.LEADER and a.epoch == 1
+    assert b.role is Role.FOLLOWER and not b.is_acting()
+    assert a.node().startswith(a.paths.election_prefix)
+    with pytest.raises(NotLeader):
+        b.node()
+    assert b.leader_identity()["id"] == "a"
+    a.stop()
+    wait_until(b.is_acting, message="b did not take over")
+    assert b.epoch == 1 and b.leader_identity()["id"] == "b"
+
+
+def test_real_session_expiry_deposes_the_leader_and_fences_its_writes(
+    pair: list[Leadership], zk_server: EmbeddedZooKeeper
+) -> None:
+    a, b = pair
+    store = ZooKeeperStorage(a.client, a.paths, fence=a, writer="a")
+    store.ensure_layout()
+    store.create_job(Job.uniform(JOB, OLD, 2))
+    record, _ = plan_update(UpdateRequest(JOB, NEW, 2), store.get_job(JOB), "u1", "al", "", 1)
+    store.start_update(record)
+    # Expire a's session for real: a second client on the same session, closed.
+    session_id, password = a.client.client_id
+    thief = KazooClient(hosts=zk_server.hosts, client_id=(session_id, password))
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+    wait_until(b.is_acting, timeout=15, message="b did not take over after a's session expired")
+    wait_until(lambda: a.role is not Role.LEADER, timeout=15)
+    with pytest.raises(NotLeader):
+        store.write(
+            UpdateWrite.make(
+                record.key, 1, None, [InstanceEvent(0, 5, InstanceAction.INSTANCE_UPDATING)]
+            )
+        )
+    reader = ZooKeeperStorage(b.client, b.paths)
+    assert reader.get_update(record.key).instance_events == ()
+    wait_until(lambda: a.role is Role.FOLLOWER and a._node is not None, timeout=15)
+    assert not a.is_acting()
+
+
+def test_suspension_stops_acting_at_once_and_the_same_session_resumes(
+    tmp_path: Path, paths: Paths
+) -> None:
+    server = EmbeddedZooKeeper(tmp_path / "zk")
+    server.start()
+    client = client_for(server.hosts, timeout=10.0)
+    leadership = Leadership(client, paths, {"id": "solo"})
+    changes: list[Role] = []
+    leadership.on_change = lambda: changes.append(leadership.role)
+    leadership.start()
+    try:
+        wait_until(leadership.is_acting)
+        node, session = leadership.node(), client.client_id
+        server.kill()
+        wait_until(lambda: not leadership.is_acting(), timeout=10, message="still acting")
+        with pytest.raises(NotLeader):
+            leadership.node()
+        server.start()
+        wait_until(leadership.is_acting, timeout=15, message="did not resume leadership")
+        assert leadership.node() == node and client.client_id == session
+        assert leadership.epoch == 1  # the same term: memory may be kept
+        assert changes == [Role.LEADER, Role.SUSPENDED, Role.LEADER]
+    finally:
+        leadership.stop()
+        client.stop()
+        client.close()
+        server.stop()
+
+
+def test_session_file_for_tests(zk_server: EmbeddedZooKeeper, paths: Paths, tmp_path: Path) -> None:
+    client = client_for(zk_server.hosts)
+    leadership = Leadership(client, paths, {"id": "x"}, session_file=str(tmp_path / "s.json"))
+    leadership.start()
+    try:
+        wait_until(lambda: (tmp_path / "s.json").exists())
+        import json
+
+        saved = json.loads((tmp_path / "s.json").read_text())
+        assert saved["session_id"] == client.client_id[0]
+        assert bytes.fromhex(saved["password"]) == client.client_id[1]
+    finally:
+        leadership.stop()
+        client.stop()
+        client.close()
