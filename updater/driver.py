@@ -76,6 +76,12 @@ class Driver(Protocol):
         block on instances starting or stopping; progress is reported through `instances`."""
         ...
 
+    def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
+        """Required. Make `job`'s instances match `desired` (id → config) outside any update:
+        adopt what already runs as desired, start what is missing, stop what is not wanted.
+        Called by a new leader for every job, and when a job is created or killed."""
+        ...
+
     def set_listener(self, listener: Callable[[JobKey, int], None] | None) -> None:
         """Required. Call `listener(job, instance_id)` whenever an instance's observed state
         changes, so the engine re-evaluates at once instead of polling. May be called from any

@@ -151,6 +151,21 @@ class SimDriver:
             elif inst.config != desired:
                 self._kill(job, action.instance_id, inst, now)
 
+    def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
+        instances = self._jobs.setdefault(job, {})
+        actions = [
+            Action(ActionKind.ADD, i, config)
+            for i, config in desired.items()
+            if i not in instances or instances[i].desired != config
+        ]
+        actions += [
+            Action(ActionKind.KILL, i)
+            for i, inst in instances.items()
+            if i not in desired and inst.desired is not None
+        ]
+        if actions:
+            self.apply(job, actions)
+
     # -- scripting -------------------------------------------------------------------------
 
     def seed(self, job: JobKey, instances: Mapping[int, TaskConfig], healthy_since: int) -> None:

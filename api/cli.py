@@ -1,0 +1,33 @@
+"""`pulsegate`: the command line. Each group of commands lives in its own module; this one only
+builds the parser and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from api import cli_scheduler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulsegate", description="Heartbeat-gated rolling updates."
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    cli_scheduler.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`pulsegate scheduler run`: config from a TOML file, then the environment, then flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from scheduler.config import load_config
+from scheduler.logs import configure_logging
+from scheduler.service import Scheduler
+from scheduler.tomlfile import TomlError
+
+log = structlog.get_logger(__name__)
+
+# flag → dotted config key
+FLAGS = {
+    "id": "scheduler.id",
+    "zk": "zookeeper.hosts",
+    "zk_root": "zookeeper.root",
+    "session_timeout": "zookeeper.session_timeout_s",
+    "api_port": "api.port",
+    "http_port": "http.port",
+    "driver": "driver.kind",
+    "state_dir": "scheduler.state_dir",
+}
+
+
+def register(groups: Any) -> None:
+    parser = groups.add_parser("scheduler", help="run a scheduler")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser("run", help="run a scheduler until SIGTERM")
+    run.add_argument("--config", type=Path, help="TOML config file")
+    run.add_argument("--id", help="this scheduler's id (default host-pid)")
+    run.add_argument("--zk", help='ZooKeeper "host:port,..." or "embedded"')
+    run.add_argument("--zk-root", help="root znode (default /pulsegate)")
+    run.add_argument("--session-timeout", type=float, help="ZooKeeper session timeout, seconds")
+    run.add_argument("--api-port", type=int, help="Thrift API port (0 = any free port)")
+    run.add_argument("--http-port", type=int, help="HTTP port for /metrics etc. (0 = any)")
+    run.add_argument("--driver", choices=("sim", "local"), help="how instances run")
+    run.add_argument("--state-dir", help="where local state lives (default ./var)")
+    run.set_defaults(handler=run_scheduler)
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    flags = {key: getattr(args, name) for name, key in FLAGS.items()}
+    try:
+        path = args.config or (
+            Path(os.environ["PULSEGATE_CONFIG"]) if os.environ.get("PULSEGATE_CONFIG") else None
+        )
+        config = load_config(path, os.environ, flags)
+    except TomlError as e:
+        print(f"pulsegate: {e}", file=sys.stderr)
+        return 3
+    configure_logging(config.log_level, config.log_format)
+    scheduler = Scheduler(config)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        scheduler.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        scheduler.start()
+    except Exception as e:
+        log.error("scheduler_start_failed", error=str(e))
+        scheduler.stop()
+        return 1
+    while not scheduler.wait(1.0):
+        pass
+    return 0

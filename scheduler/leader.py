@@ -1,0 +1,535 @@
+"""The leader loop: the one thread that changes updates.
+
+It applies what the engine plans, in this order: persist the step (a fenced ZooKeeper write),
+commit it to memory, then act through the driver, and only while this scheduler is the acting
+leader and, for coordinated updates, the heartbeat is still fresh at that moment. A step whose
+write fails is dropped; a write whose outcome is unknown makes the loop reload that update from
+ZooKeeper, so memory never runs ahead of storage and no event is written twice.
+
+Work arrives as commands (RPCs), driver notifications, heartbeats that unblock an update, and
+timers (instance min-wait expiry, heartbeat leases). Other threads never touch an `UpdateRun`;
+they submit a command and wait for its result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+import structlog
+
+from scheduler.clock import Clock
+from scheduler.election import Leadership, Role
+from scheduler.fencing import NotLeader, UnknownOutcome
+from scheduler.metrics import Metrics
+from scheduler.zkstore import ZooKeeperStorage
+from updater.driver import Driver
+from updater.engine import Step, UpdateRun
+from updater.errors import NotFound, PulsegateError, StaleWrite, Unavailable
+from updater.events import InstanceEvent, StatusEvent
+from updater.job import Job
+from updater.keys import JobKey, UpdateKey
+from updater.pulse import HeartbeatAnswer, PulseMonitor
+from updater.record import DEFAULT_MAX_INSTANCES, UpdateRecord, UpdateRequest, plan_update
+from updater.storage import UpdateWrite, select_prunable
+from updater.task import TaskConfig
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+RETRY_MS = 1000
+
+
+class LeaderLoop:
+    def __init__(
+        self,
+        store: ZooKeeperStorage,
+        leadership: Leadership,
+        driver: Driver,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        history_keep: int = 10,
+        history_max_age_ms: int = 30 * 24 * 3600 * 1000,
+        prune_interval_ms: int = 900_000,
+        on_serving: Callable[[], None] = lambda: None,
+        command_timeout_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.leadership = leadership
+        self.driver = driver
+        self.clock = clock
+        self.metrics = metrics
+        self.max_instances = max_instances
+        self.history_keep = history_keep
+        self.history_max_age_ms = history_max_age_ms
+        self.prune_interval_ms = prune_interval_ms
+        self.on_serving = on_serving
+        self.command_timeout_s = command_timeout_s
+        self.pulse = PulseMonitor()
+        self.runs: dict[UpdateKey, UpdateRun] = {}
+        self.by_job: dict[JobKey, UpdateKey] = {}
+        self.serving_epoch: int | None = None
+        self.takeover_ms = 0
+        self.finished: OrderedDict[UpdateKey, bool] = OrderedDict()  # recently terminal
+        self._cv = threading.Condition()
+        self._dirty: set[UpdateKey] = set()
+        self._unblock: dict[UpdateKey, str] = {}
+        self._timers: list[tuple[int, UpdateKey | None]] = []
+        self._commands: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._reload: set[UpdateKey] = set()
+        self._stopping = False
+        self._next_prune = 0
+        self._thread = threading.Thread(target=self._main, name="leader-loop", daemon=True)
+        driver.set_listener(self._driver_changed)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join(timeout=10)
+        self.driver.set_listener(None)
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    @property
+    def is_serving(self) -> bool:
+        return self.leadership.is_acting() and self.serving_epoch == self.leadership.epoch
+
+    # -- called from other threads ---------------------------------------------------------------
+
+    def _driver_changed(self, job: JobKey, instance_id: int) -> None:
+        key = self.by_job.get(job)
+        if key is not None:
+            with self._cv:
+                self._dirty.add(key)
+                self._cv.notify_all()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the loop thread and return its result (or raise its error)."""
+        if not self.is_serving:
+            raise NotLeader("this scheduler is not serving as leader")
+        future: Future[T] = Future()
+        with self._cv:
+            self._commands.append((fn, future))
+            self._cv.notify_all()
+        try:
+            return future.result(timeout=self.command_timeout_s)
+        except FutureTimeout:
+            raise Unavailable("the scheduler is busy or lost its connection; retry") from None
+
+    def heartbeat(self, key: UpdateKey, user: str) -> HeartbeatAnswer:
+        """The hot path: answered on the caller's thread from memory. Unblocking an update
+        (a status change to persist) is handed to the loop without waiting."""
+        if not self.is_serving:
+            raise NotLeader("this scheduler is not serving as leader")
+        run = self.runs.get(key)
+        if run is None:
+            if key in self.finished or self._exists(key):
+                return HeartbeatAnswer.FINISHED
+            raise NotFound(f"update {key} does not exist")
+        answer, step = run.heartbeat(self.pulse, user, self.clock.now())
+        if step is not None:
+            with self._cv:
+                self._unblock[key] = user
+                self._cv.notify_all()
+        return answer
+
+    def _exists(self, key: UpdateKey) -> bool:
+        try:
+            self.store.get_update(key)
+        except NotFound:
+            return False
+        self._remember_finished(key)
+        return True
+
+    def _remember_finished(self, key: UpdateKey) -> None:
+        self.finished[key] = True
+        while len(self.finished) > 10_000:
+            self.finished.popitem(last=False)
+
+    def heartbeat_age_ms(self, key: UpdateKey) -> int | None:
+        return self.pulse.age_ms(key, self.clock.now())
+
+    # -- commands (run on the loop thread through `call`) -----------------------------------------
+
+    def start_update(self, request: UpdateRequest, user: str, message: str) -> UpdateKey:
+        def run() -> UpdateKey:
+            now = self.clock.now()
+            record, _ = plan_update(
+                request,
+                self.store.get_job(request.job),
+                uuid.uuid4().hex,
+                user,
+                message,
+                now,
+                self.max_instances,
+            )
+            self.store.start_update(record)
+            self._adopt(record, since=now)
+            log.info("update_started", update=str(record.key), user=user)
+            return record.key
+
+        return self.call(run)
+
+    def command(self, key: UpdateKey, verb: str, user: str, message: str) -> None:
+        """pause / resume / abort / rollback."""
+
+        def run() -> None:
+            active = self.runs.get(key)
+            update = active if active is not None else UpdateRun(self.store.get_update(key))
+            now = self.clock.now()
+            if verb == "resume":
+                step = update.resume(self.pulse, user, message, now)
+            else:
+                step = getattr(update, verb)(user, message, now)
+            if step is not None and active is not None:
+                self._apply(active, step)
+            elif step is not None:  # not in memory yet it accepts a move: reload and retry
+                with self._cv:
+                    self._reload.add(key)
+                raise Unavailable("update state changed; retry")
+
+        self.call(run)
+
+    def create_job(self, job: Job) -> None:
+        def run() -> None:
+            self.store.create_job(job)
+            self.driver.reconcile(job.key, job.instances())
+            log.info("job_created", job=str(job.key), instances=job.instance_count)
+
+        self.call(run)
+
+    def kill_job(self, key: JobKey, user: str, message: str) -> None:
+        def run() -> None:
+            self.store.delete_job(key)
+            self.driver.reconcile(key, {})
+            log.info("job_killed", job=str(key), user=user, message=message)
+
+        self.call(run)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        while True:
+            with self._cv:
+                if self._stopping:
+                    return
+                timeout = self._timeout()
+                if timeout > 0 and not (self._commands or self._dirty or self._unblock):
+                    self._cv.wait(timeout)
+                if self._stopping:
+                    return
+            try:
+                self._turn()
+            except Exception:  # one bad turn must not kill the leader loop
+                log.exception("leader_loop_failed")
+                self.metrics.errors_total.labels(reason="loop").inc()
+                time.sleep(0.1)
+
+    def _timeout(self) -> float:
+        if not self._timers:
+            return 1.0
+        return min(1.0, max(0.0, (self._timers[0][0] - self.clock.now()) / 1000))
+
+    def _turn(self) -> None:
+        if not self.leadership.is_acting():
+            # SUSPENDED keeps memory (the session may come back); a lost session does not.
+            if self.leadership.role in (Role.FOLLOWER, Role.STOPPED) and (
+                self.serving_epoch is not None
+            ):
+                self._drop("leadership lost")
+            self._fail_commands(NotLeader("this scheduler is not the acting leader"))
+            self.metrics.set_leader(False)
+            return
+        if self.serving_epoch != self.leadership.epoch:
+            self._rehydrate()
+            return
+        self.metrics.set_leader(True)
+        with self._cv:
+            commands, self._commands = self._commands, []
+            unblock, self._unblock = self._unblock, {}
+            now = self.clock.now()
+            while self._timers and self._timers[0][0] <= now:
+                _, key = heapq.heappop(self._timers)
+                if key is not None:
+                    self._dirty.add(key)
+            dirty, self._dirty = self._dirty, set()
+            reload, self._reload = self._reload, set()
+        for key in reload:
+            self._reload_update(key)
+        for fn, future in commands:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to the caller
+                future.set_exception(e)
+        for key, user in unblock.items():
+            run = self.runs.get(key)
+            if run is not None:
+                _, step = run.heartbeat(self.pulse, user, self.clock.now())
+                if step is not None:
+                    self._apply(run, step)
+        for key in dirty:
+            run = self.runs.get(key)
+            if run is not None:
+                self._advance(run)
+        if self.clock.now() >= self._next_prune:
+            self._next_prune = self.clock.now() + self.prune_interval_ms
+            self._prune()
+
+    def _fail_commands(self, error: Exception) -> None:
+        with self._cv:
+            commands, self._commands = self._commands, []
+        for _, future in commands:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
+
+    def _mark(self, key: UpdateKey) -> None:
+        with self._cv:
+            self._dirty.add(key)
+
+    def _schedule(self, at_ms: int, key: UpdateKey | None) -> None:
+        with self._cv:
+            heapq.heappush(self._timers, (at_ms, key))
+
+    # -- applying steps --------------------------------------------------------------------------
+
+    def _advance(self, run: UpdateRun) -> None:
+        started = time.perf_counter()
+        step = run.plan(self.driver.instances(run.key.job), self.pulse, self.clock.now())
+        self._apply(run, step)
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
+
+    def _apply(self, run: UpdateRun, step: Step) -> None:
+        key = run.key
+        if step.actions or step.has_writes:
+            if (
+                step.actions
+                and run.is_coordinated
+                and not self.pulse.is_fresh(key, self.clock.now())
+            ):
+                self._mark(key)  # the lease ended since planning: plan again
+                return
+            write = UpdateWrite.make(
+                key,
+                len(run.status_events),
+                step.transition,
+                step.instance_events,
+                step.desired_changes(),
+            )
+            if not self._write(run, write):
+                return
+        run.commit(step)
+        self._count(run, step.transition, step.instance_events)
+        # The last gate before acting: still the leader, and the heartbeat still fresh now.
+        if step.actions and self.leadership.is_acting() and self._pulse_ok(run):
+            self.driver.apply(key.job, step.actions)
+            for action in step.actions:
+                self.metrics.driver_actions_total.labels(kind=action.kind.value).inc()
+        if step.wake_at_ms is not None:
+            self._schedule(step.wake_at_ms, key)
+        if run.status.is_terminal:
+            self._finish(run)
+        elif step.has_writes:
+            self._mark(key)
+
+    def _pulse_ok(self, run: UpdateRun) -> bool:
+        return not run.is_coordinated or self.pulse.is_fresh(run.key, self.clock.now())
+
+    def _write(self, run: UpdateRun, write: UpdateWrite) -> bool:
+        started = time.perf_counter()
+        try:
+            self.store.write(write)
+        except NotLeader:
+            self.metrics.storage_writes_total.labels(result="not_leader").inc()
+            return False
+        except (UnknownOutcome, StaleWrite) as e:
+            self.metrics.storage_writes_total.labels(result="stale").inc()
+            log.warning("update_reloading", update=str(run.key), why=e.message)
+            with self._cv:
+                self._reload.add(run.key)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return False
+        except Unavailable as e:
+            self.metrics.storage_writes_total.labels(result="error").inc()
+            log.warning("update_write_failed", update=str(run.key), why=e.message)
+            self._schedule(self.clock.now() + RETRY_MS, run.key)
+            return False
+        except PulsegateError as e:  # too large, gone, finished: the update cannot go on
+            self.metrics.storage_writes_total.labels(result="error").inc()
+            log.error("update_write_refused", update=str(run.key), why=e.message)
+            self._error(run, f"storage refused a write: {e.message}")
+            return False
+        self.metrics.storage_writes_total.labels(result="ok").inc()
+        self.metrics.storage_write_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _error(self, run: UpdateRun, message: str) -> None:
+        step = run.error(message, self.clock.now())
+        if step is None:
+            return
+        try:
+            self.store.write(UpdateWrite.make(run.key, len(run.status_events), step.transition))
+        except PulsegateError as e:
+            log.error("update_error_not_recorded", update=str(run.key), why=e.message)
+            return
+        run.commit(step)
+        self._count(run, step.transition, ())
+        self._finish(run)
+
+    def _count(
+        self, run: UpdateRun, transition: StatusEvent | None, events: tuple[InstanceEvent, ...]
+    ) -> None:
+        if transition is not None:
+            self.metrics.update_transitions_total.labels(status=transition.status.name).inc()
+            log.info(
+                "update_transitioned",
+                update=str(run.key),
+                job=str(run.key.job),
+                status=transition.status.name,
+                cause=transition.cause.value,
+                user=transition.user,
+                message=transition.message,
+            )
+        for event in events:
+            self.metrics.instance_events_total.labels(action=event.action.name).inc()
+
+    def _finish(self, run: UpdateRun) -> None:
+        self.runs.pop(run.key, None)
+        if self.by_job.get(run.key.job) == run.key:
+            del self.by_job[run.key.job]
+        self.pulse.forget(run.key)
+        self._remember_finished(run.key)
+        self.metrics.updates_active.set(len(self.runs))
+        log.info("update_finished", update=str(run.key), status=run.status.name)
+
+    # -- taking over -----------------------------------------------------------------------------
+
+    def _adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
+        run = UpdateRun(record)
+        self.runs[run.key] = run
+        self.by_job[run.key.job] = run.key
+        if run.is_coordinated:
+            self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
+        self._mark(run.key)
+        self.metrics.updates_active.set(len(self.runs))
+        return run
+
+    def _drop(self, why: str) -> None:
+        """Forget every update and every heartbeat: storage is the truth after a lost session."""
+        if self.runs or self.serving_epoch is not None:
+            log.warning("leader_memory_dropped", why=why, updates=len(self.runs))
+        self.runs.clear()
+        self.by_job.clear()
+        self.pulse.clear()
+        self.finished.clear()
+        with self._cv:
+            self._dirty.clear()
+            self._unblock.clear()
+            self._timers.clear()
+            self._reload.clear()
+        self.store.forget_caches()
+        self.serving_epoch = None
+        self.metrics.updates_active.set(0)
+
+    def _rehydrate(self) -> None:
+        """Load every active update and continue per DESIGN §3 rule 8: coordinated updates get
+        a full heartbeat timeout from now before they are recorded as awaiting pulse."""
+        started = time.perf_counter()
+        epoch = self.leadership.epoch
+        self._drop("new term of leadership")
+        takeover = self.takeover_ms = self.clock.now()
+        try:
+            loaded = self.store.load_active()
+            jobs = self.store.load_jobs()
+        except Unavailable as e:
+            log.warning("rehydrate_failed", why=e.message)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        for job in jobs:
+            self.driver.reconcile(job.key, job.instances())
+        broken: list[tuple[UpdateKey, str]] = []
+        for key, record in loaded.items():
+            if isinstance(record, NotFound):
+                continue
+            if isinstance(record, Exception):
+                broken.append((key, str(record)))
+                continue
+            try:
+                self._adopt(record, since=takeover)
+            except Exception as e:  # a definition the engine cannot run
+                broken.append((key, f"{type(e).__name__}: {e}"))
+        self.serving_epoch = epoch
+        elapsed = time.perf_counter() - started
+        self.metrics.rehydrate_seconds.set(elapsed)
+        log.info("leader_rehydrated", updates=len(self.runs), broken=len(broken), seconds=elapsed)
+        for key, why in broken:
+            log.error("update_unreadable", update=str(key), why=why)
+            self.metrics.errors_total.labels(reason="unreadable_update").inc()
+        try:
+            self.on_serving()
+        except PulsegateError as e:
+            log.warning("serving_not_published", why=e.message)
+
+    def _reload_update(self, key: UpdateKey) -> None:
+        """Rebuild one update from storage after a write whose outcome is unknown."""
+        self.store.forget_caches()
+        old = self.runs.pop(key, None)
+        try:
+            record = self.store.get_update(key)
+        except NotFound:
+            return
+        except Unavailable:
+            if old is not None:
+                self.runs[key] = old
+            with self._cv:
+                self._reload.add(key)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        if record.status.is_terminal:
+            if old is not None:
+                self._finish(old)
+            return
+        since = self.pulse.lease_end(key)
+        run = UpdateRun(record)
+        self.runs[key] = run
+        self.by_job[key.job] = key
+        if run.is_coordinated and since is None:
+            self.pulse.track(key, run.settings.heartbeat_timeout_ms, self.clock.now())
+        self._mark(key)
+
+    def _prune(self) -> None:
+        try:
+            doomed = select_prunable(
+                self.store.summaries(),
+                self.clock.now(),
+                self.history_keep,
+                self.history_max_age_ms,
+            )
+            if doomed:
+                self.store.delete_updates(doomed)
+                log.info("history_pruned", updates=len(doomed))
+        except PulsegateError as e:
+            log.warning("history_prune_failed", why=e.message)
+
+    # -- reads for the API -----------------------------------------------------------------------
+
+    def desired_configs(self, job: JobKey) -> dict[int, TaskConfig]:
+        found = self.store.get_job(job)
+        return found.instances() if found else {}

@@ -1,0 +1,214 @@
+"""The scheduler process: wires ZooKeeper (embedded or external), leadership, storage, the
+driver, the leader loop and the HTTP endpoints together, and takes them apart on stop.
+
+Start-up never waits for ZooKeeper: the client connects in the background and keeps retrying
+(backoff capped at one second, or a restarted ZooKeeper's sessions expire before we return),
+and the node reports not-ready meanwhile. Stop releases leadership at once and kills no
+instance."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+from kazoo.client import KazooClient
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.config import Config
+from scheduler.drivers.simrt import RealtimeSimDriver
+from scheduler.election import Leadership
+from scheduler.http import HttpServer
+from scheduler.leader import LeaderLoop
+from scheduler.metrics import Metrics
+from scheduler.paths import Paths
+from scheduler.zkserver import EmbeddedZooKeeper
+from scheduler.zkstore import ZooKeeperStorage
+from updater.driver import Driver
+
+log = structlog.get_logger(__name__)
+
+CONNECTION_RETRY = {"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0}
+
+
+def make_client(hosts: str, session_timeout_s: float) -> KazooClient:
+    return KazooClient(
+        hosts=hosts,
+        timeout=session_timeout_s,
+        connection_retry=dict(CONNECTION_RETRY),
+        command_retry={"max_tries": 0},
+    )
+
+
+def make_driver(config: Config, clock: Clock) -> Driver:
+    if config.driver == "sim":
+        return RealtimeSimDriver(clock, config.sim_action_log, config.scheduler_id)
+    if config.driver == "local":
+        from scheduler.drivers.local import make_local_driver  # the local driver lands later
+
+        return make_local_driver(config, clock)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown driver {config.driver!r}")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        driver: Driver | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.paths = Paths(config.zk_root)
+        self.embedded: EmbeddedZooKeeper | None = None
+        self._driver_arg = driver
+        self.driver: Driver | None = None
+        self.client: KazooClient | None = None
+        self.leadership: Leadership | None = None
+        self.store: ZooKeeperStorage | None = None
+        self.loop: LeaderLoop | None = None
+        self.http: HttpServer | None = None
+        self.api: Any = None  # the Thrift server, attached by the API layer
+        self.api_address = ""
+        self._stopped = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        hosts = config.zk_hosts
+        if config.zk_embedded:
+            data_dir = Path(config.resolved_embedded_data_dir)
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.embedded = EmbeddedZooKeeper(
+                data_dir, port=config.zk_embedded_port or None, die_with_parent=True
+            )
+            self.embedded.start()
+            hosts = self.embedded.hosts
+            log.info("embedded_zookeeper_started", hosts=hosts, data_dir=str(data_dir))
+        self.client = make_client(hosts, config.zk_session_timeout_s)
+        self.client.add_listener(self._zk_state)
+        self.client.start_async()
+        self.driver = self._driver_arg or make_driver(config, self.clock)
+        self.http = HttpServer(config.http_host, config.http_port, self.registry, self.status)
+        self.http.start()
+        if self.api is not None:
+            self.api.start()
+        self.api_address = self._advertised_api()
+        identity = {
+            "id": config.scheduler_id,
+            "api": self.api_address,
+            "http": f"{config.http_host}:{self.http.port}",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        self.leadership = Leadership(
+            self.client,
+            self.paths,
+            identity,
+            on_change=self._leadership_changed,
+            session_file=config.debug_session_file,
+            timeout_s=min(10.0, config.zk_session_timeout_s),
+        )
+        self.store = ZooKeeperStorage(
+            self.client,
+            self.paths,
+            fence=self.leadership,
+            writer=config.scheduler_id,
+            timeout_s=min(10.0, config.zk_session_timeout_s),
+        )
+        self.loop = LeaderLoop(
+            self.store,
+            self.leadership,
+            self.driver,
+            self.clock,
+            self.metrics,
+            max_instances=config.max_instances,
+            history_keep=config.history_keep,
+            history_max_age_ms=config.history_max_age_ms,
+            prune_interval_ms=int(config.prune_interval_s * 1000),
+            on_serving=self._serving,
+        )
+        self.loop.start()
+        self.leadership.start()
+        log.info(
+            "scheduler_started",
+            id=config.scheduler_id,
+            api=self.api_address,
+            http=identity["http"],
+            zookeeper=hosts,
+            root=config.zk_root,
+            driver=config.driver,
+        )
+
+    def stop(self) -> None:
+        """Release leadership first (a follower takes over at once), then stop serving. Running
+        instances are left alone."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.leadership is not None:
+            self.leadership.stop()
+        if self.loop is not None:
+            self.loop.stop()
+        if self.api is not None:
+            self.api.stop()
+        if self.http is not None:
+            self.http.stop()
+        stop_driver = getattr(self.driver, "stop", None)
+        if callable(stop_driver):
+            stop_driver()
+        if self.client is not None:
+            self.client.stop()
+            self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        log.info("scheduler_stopped", id=self.config.scheduler_id)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _advertised_api(self) -> str:
+        if self.config.api_advertise:
+            return self.config.api_advertise
+        port = getattr(self.api, "port", self.config.api_port)
+        return f"{self.config.api_host}:{port}"
+
+    def _zk_state(self, state: str) -> None:
+        # kazoo's connection thread: flags and metrics only.
+        self.metrics.set_zk_state(str(state).lower())
+        if self.loop is not None:
+            self.loop.wake()
+
+    def _leadership_changed(self) -> None:
+        if self.loop is not None:
+            self.loop.wake()
+
+    def _serving(self) -> None:
+        assert self.leadership is not None and self.loop is not None
+        self.leadership.publish_serving({"since": self.loop.takeover_ms})
+
+    def status(self) -> dict[str, Any]:
+        """For /ready and /leader."""
+        connected = bool(self.client is not None and self.client.connected)
+        leader = self.leadership.leader_identity() if self.leadership and connected else None
+        serving = bool(self.loop is not None and self.loop.is_serving)
+        role = self.leadership.role.value if self.leadership else "starting"
+        return {
+            "id": self.config.scheduler_id,
+            "role": role,
+            "serving": serving,
+            "zookeeper": "connected" if connected else "disconnected",
+            "ready": connected and (serving or (leader is not None and role == "follower")),
+            "leader": leader,
+            "active_updates": len(self.loop.runs) if self.loop and serving else None,
+        }
