@@ -27,3 +27,13 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"condition not met within {timeout:.1f}s")
         time.sleep(interval)
+
+
+def hold(seconds: float, invariant: Callable[[], object], message: str = "") -> None:
+    """Keep a fault in place for `seconds` (the scenario's length, not a guess at how long
+    something takes), checking `invariant` throughout: it must stay truthy the whole time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not invariant():
+            raise AssertionError(message or "invariant broke during the hold")
+        time.sleep(0.1)

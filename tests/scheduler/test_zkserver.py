@@ -14,9 +14,10 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.protocol.states import KazooState
-from waiting import wait_until
 
 from scheduler.zkserver import EmbeddedZooKeeper, ZooKeeperEnsemble, ZooKeeperStartError
+
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)

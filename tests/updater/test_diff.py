@@ -1,7 +1,6 @@
 """Job diff: added, changed, removed, unchanged; scoped; no-op."""
 
 import pytest
-from builders import JOB, NEW, OLD
 
 from updater.diff import diff_job
 from updater.errors import InvalidRequest, NoopUpdate
@@ -10,6 +9,8 @@ from updater.ranges import Range
 from updater.record import UpdateRequest, plan_update
 from updater.settings import Settings
 from updater.status import UpdateStatus
+
+from builders import JOB, NEW, OLD
 
 
 def current(n: int, config=OLD) -> dict:

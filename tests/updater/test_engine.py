@@ -2,7 +2,6 @@
 abort, error, rehydration."""
 
 import pytest
-from builders import JOB, NEW, OLD, World, fast_settings
 
 from scheduler.drivers.sim import SimBehaviour
 from updater.engine import UpdateRun
@@ -11,6 +10,8 @@ from updater.events import Cause, InstanceAction
 from updater.ranges import Range
 from updater.settings import Strategy
 from updater.status import UpdateStatus
+
+from builders import JOB, NEW, OLD, World, fast_settings
 
 A = InstanceAction
 S = UpdateStatus

@@ -1,10 +1,11 @@
 """Instance evaluation: observed instance vs desired config → outcome and action."""
 
 import pytest
-from builders import NEW, OLD
 
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
 from updater.evaluation import Outcome, evaluate_instance
+
+from builders import NEW, OLD
 
 St = InstanceState
 NOW = 10_000

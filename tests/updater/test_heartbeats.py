@@ -1,7 +1,6 @@
 """Every heartbeat rule of DESIGN §3 that needs no network, and every answer."""
 
 import pytest
-from builders import World, fast_settings
 
 from updater.engine import UpdateRun
 from updater.errors import InvalidRequest, TransitionError
@@ -9,6 +8,8 @@ from updater.events import Cause
 from updater.pulse import Gate, HeartbeatAnswer, PulseMonitor
 from updater.settings import HeartbeatResume, Strategy
 from updater.status import UpdateStatus
+
+from builders import World, fast_settings
 
 S = UpdateStatus
 H = HeartbeatAnswer

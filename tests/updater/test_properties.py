@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from builders import JOB, NEW, OLD, World
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,8 @@ from updater.pulse import HeartbeatAnswer
 from updater.ranges import to_ranges
 from updater.settings import HeartbeatResume, Settings, Strategy
 from updater.status import UpdateStatus
+
+from builders import JOB, NEW, OLD, World
 
 A = InstanceAction
 S = UpdateStatus

@@ -1,10 +1,10 @@
 """The sim driver: timings, scripted crashes, flapping, never-healthy, scale."""
 
-from builders import JOB, NEW, OLD
-
 from scheduler.drivers.sim import FakeClock, SimBehaviour, SimDriver, behaviour_from_labels
 from updater.driver import Action, ActionKind, InstanceState
 from updater.task import TaskConfig
+
+from builders import JOB, NEW, OLD
 
 St = InstanceState
 

@@ -2,13 +2,13 @@
 
 import itertools
 
-from builders import NEW, World, fast_settings
-
 from updater.engine import UpdateRun
 from updater.events import InstanceAction
 from updater.settings import Strategy
 from updater.status import UpdateStatus
 from updater.strategy import Schedule, forward_bounds, mirrored_bounds
+
+from builders import NEW, World, fast_settings
 
 A = InstanceAction
 S = UpdateStatus
