@@ -77,13 +77,13 @@ def test_zookeeper_stopped_for_20s_mid_update(tmp_path) -> None:
     server.start()
     paths = Paths(f"/outage-{uuid.uuid4().hex[:8]}")
     key = seed(server.hosts, paths)
-    procs = [
-        SchedulerProcess(n, server.hosts, paths, tmp_path, session_timeout_s=10.0).start()
-        for n in ("a", "b")
-    ]
+    procs = [SchedulerProcess(n, server.hosts, paths, tmp_path, 10.0) for n in ("a", "b")]
     view = reader(server.hosts, paths)
     try:
+        procs[0].start()
         wait_for_leader(view.client, paths, "a")
+        procs[1].start()
+        wait_until(lambda: len(view.client.get_children(paths.election)) == 2, timeout=30)
         wait_until(lambda: events_done(view.store, key) >= 2, timeout=30)
         server.stop()
         wait_until(
