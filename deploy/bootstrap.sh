@@ -26,5 +26,6 @@ fi
 stamp=.venv/.pulsegate-installed
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/python deploy/patch_thriftpy2.py
     touch "$stamp"
 fi

@@ -38,6 +38,7 @@ from updater.job import Job
 from updater.keys import JobKey, UpdateKey
 from updater.pulse import HeartbeatAnswer, PulseMonitor
 from updater.record import DEFAULT_MAX_INSTANCES, UpdateRecord, UpdateRequest, plan_update
+from updater.status import UpdateStatus
 from updater.storage import UpdateWrite, select_prunable
 from updater.task import TaskConfig
 
@@ -75,10 +76,12 @@ class LeaderLoop:
         self.command_timeout_s = command_timeout_s
         self.pulse = PulseMonitor()
         self.runs: dict[UpdateKey, UpdateRun] = {}
+        # Active coordinated updates by their raw key, for the heartbeat fast path.
+        self.hot: dict[tuple[str, str, str, str], UpdateRun] = {}
         self.by_job: dict[JobKey, UpdateKey] = {}
         self.serving_epoch: int | None = None
         self.takeover_ms = 0
-        self.finished: OrderedDict[UpdateKey, bool] = OrderedDict()  # recently terminal
+        self.finished: OrderedDict[UpdateKey, UpdateStatus] = OrderedDict()  # recently terminal
         self._cv = threading.Condition()
         self._dirty: set[UpdateKey] = set()
         self._unblock: dict[UpdateKey, str] = {}
@@ -87,6 +90,7 @@ class LeaderLoop:
         self._reload: set[UpdateKey] = set()
         self._stopping = False
         self._next_prune = 0
+        self._driver_acting = False
         self._thread = threading.Thread(target=self._main, name="leader-loop", daemon=True)
         driver.set_listener(self._driver_changed)
 
@@ -132,33 +136,36 @@ class LeaderLoop:
         except FutureTimeout:
             raise Unavailable("the scheduler is busy or lost its connection; retry") from None
 
-    def heartbeat(self, key: UpdateKey, user: str) -> HeartbeatAnswer:
-        """The hot path: answered on the caller's thread from memory. Unblocking an update
-        (a status change to persist) is handed to the loop without waiting."""
+    def heartbeat(self, key: UpdateKey, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
+        """Answer a heartbeat on the caller's thread, from memory (DESIGN §3 rule 5)."""
         if not self.is_serving:
             raise NotLeader("this scheduler is not serving as leader")
         run = self.runs.get(key)
         if run is None:
-            if key in self.finished or self._exists(key):
-                return HeartbeatAnswer.FINISHED
-            raise NotFound(f"update {key} does not exist")
+            status = self.finished.get(key) or self._final_status(key)
+            return HeartbeatAnswer.FINISHED, status
+        return self.beat(run, user)
+
+    def beat(self, run: UpdateRun, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
+        """Record a heartbeat for a run in memory. Unblocking the update (a status change to
+        persist) is handed to the loop without waiting."""
         answer, step = run.heartbeat(self.pulse, user, self.clock.now())
         if step is not None:
             with self._cv:
-                self._unblock[key] = user
+                self._unblock[run.key] = user
                 self._cv.notify_all()
-        return answer
+        return answer, run.status_events[-1].status
 
-    def _exists(self, key: UpdateKey) -> bool:
-        try:
-            self.store.get_update(key)
-        except NotFound:
-            return False
-        self._remember_finished(key)
-        return True
+    def _final_status(self, key: UpdateKey) -> UpdateStatus:
+        """The status of an update that is not active here: NotFound if there is none."""
+        record = self.store.get_update(key)
+        if record.status.is_active:
+            raise Unavailable(f"update {key} is not loaded yet; retry")
+        self._remember_finished(key, record.status)
+        return record.status
 
-    def _remember_finished(self, key: UpdateKey) -> None:
-        self.finished[key] = True
+    def _remember_finished(self, key: UpdateKey, status: UpdateStatus) -> None:
+        self.finished[key] = status
         while len(self.finished) > 10_000:
             self.finished.popitem(last=False)
 
@@ -255,11 +262,17 @@ class LeaderLoop:
                 self._drop("leadership lost")
             self._fail_commands(NotLeader("this scheduler is not the acting leader"))
             self.metrics.set_leader(False)
+            if self._driver_acting:
+                self.driver.set_acting(False)  # keep observing, stop acting
+                self._driver_acting = False
             return
         if self.serving_epoch != self.leadership.epoch:
             self._rehydrate()
             return
         self.metrics.set_leader(True)
+        if not self._driver_acting:
+            self.driver.set_acting(True)  # same term again after a suspension
+            self._driver_acting = True
         with self._cv:
             commands, self._commands = self._commands, []
             unblock, self._unblock = self._unblock, {}
@@ -412,10 +425,11 @@ class LeaderLoop:
 
     def _finish(self, run: UpdateRun) -> None:
         self.runs.pop(run.key, None)
+        self.hot.pop(_raw(run.key), None)
         if self.by_job.get(run.key.job) == run.key:
             del self.by_job[run.key.job]
         self.pulse.forget(run.key)
-        self._remember_finished(run.key)
+        self._remember_finished(run.key, run.status)
         self.metrics.updates_active.set(len(self.runs))
         log.info("update_finished", update=str(run.key), status=run.status.name)
 
@@ -427,6 +441,7 @@ class LeaderLoop:
         self.by_job[run.key.job] = run.key
         if run.is_coordinated:
             self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
+            self.hot[_raw(run.key)] = run
         self._mark(run.key)
         self.metrics.updates_active.set(len(self.runs))
         return run
@@ -436,6 +451,7 @@ class LeaderLoop:
         if self.runs or self.serving_epoch is not None:
             log.warning("leader_memory_dropped", why=why, updates=len(self.runs))
         self.runs.clear()
+        self.hot.clear()
         self.by_job.clear()
         self.pulse.clear()
         self.finished.clear()
@@ -462,8 +478,9 @@ class LeaderLoop:
             log.warning("rehydrate_failed", why=e.message)
             self._schedule(self.clock.now() + RETRY_MS, None)
             return
-        for job in jobs:
-            self.driver.reconcile(job.key, job.instances())
+        self.driver.set_acting(True)
+        self._driver_acting = True
+        self.driver.takeover({job.key: job.instances() for job in jobs})
         broken: list[tuple[UpdateKey, str]] = []
         for key, record in loaded.items():
             if isinstance(record, NotFound):
@@ -491,6 +508,7 @@ class LeaderLoop:
         """Rebuild one update from storage after a write whose outcome is unknown."""
         self.store.forget_caches()
         old = self.runs.pop(key, None)
+        self.hot.pop(_raw(key), None)
         try:
             record = self.store.get_update(key)
         except NotFound:
@@ -498,6 +516,8 @@ class LeaderLoop:
         except Unavailable:
             if old is not None:
                 self.runs[key] = old
+                if old.is_coordinated:
+                    self.hot[_raw(key)] = old
             with self._cv:
                 self._reload.add(key)
             self._schedule(self.clock.now() + RETRY_MS, None)
@@ -510,8 +530,10 @@ class LeaderLoop:
         run = UpdateRun(record)
         self.runs[key] = run
         self.by_job[key.job] = key
-        if run.is_coordinated and since is None:
-            self.pulse.track(key, run.settings.heartbeat_timeout_ms, self.clock.now())
+        if run.is_coordinated:
+            self.hot[_raw(key)] = run
+            if since is None:
+                self.pulse.track(key, run.settings.heartbeat_timeout_ms, self.clock.now())
         self._mark(key)
 
     def _prune(self) -> None:
@@ -533,3 +555,7 @@ class LeaderLoop:
     def desired_configs(self, job: JobKey) -> dict[int, TaskConfig]:
         found = self.store.get_job(job)
         return found.instances() if found else {}
+
+
+def _raw(key: UpdateKey) -> tuple[str, str, str, str]:
+    return (key.job.role, key.job.environment, key.job.name, key.id)

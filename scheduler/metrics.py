@@ -3,11 +3,58 @@ read a fresh one and nothing registers globally."""
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 
 ZK_STATES = ("connected", "suspended", "lost")
 STORAGE_RESULTS = ("ok", "stale", "not_leader", "error")
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Count:
+    """One label value's count. `inc` is `next` on an itertools.count: a single C call, atomic
+    under the GIL, with no lock (prometheus_client's Counter takes one per increment)."""
+
+    __slots__ = ("_count", "inc")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.inc = functools.partial(next, self._count)
+
+    def value(self) -> int:
+        return int(self._count.__reduce__()[1][0])  # type: ignore[index]
+
+
+class FastCounter:
+    """A counter with one label for the hottest path (heartbeats), exported as a normal
+    Prometheus counter through a custom collector."""
+
+    def __init__(self, name: str, doc: str, label: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.doc = doc
+        self.label = label
+        self._children: dict[str, _Count] = {}
+        registry.register(self)  # type: ignore[arg-type]
+
+    def labels(self, **labels: str) -> _Count:
+        value = labels[self.label]
+        child = self._children.get(value)
+        if child is None:
+            child = self._children.setdefault(value, _Count())
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, child in list(self._children.items()):
+            family.add_metric([value], child.value())
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, labels=[self.label])
 
 
 class Metrics:
@@ -34,8 +81,11 @@ class Metrics:
         self.instance_events_total = counter(
             "instance_events_total", "Instance events recorded, by action.", ("action",)
         )
-        self.heartbeats_total = counter(
-            "heartbeats_total", "Heartbeats received, by the answer given.", ("answer",)
+        self.heartbeats_total = FastCounter(
+            "pulsegate_heartbeats_total",
+            "Heartbeats received, by the answer given.",
+            "answer",
+            registry,
         )
         self.leader = gauge("leader", "1 while this node is the acting leader.")
         self.zk_connection_state = gauge(

@@ -37,7 +37,16 @@ from updater.progress import Progress, Stage
 from updater.pulse import Gate, HeartbeatAnswer, PulseMonitor
 from updater.record import UpdateDefinition, UpdateRecord
 from updater.settings import HeartbeatResume, Settings
-from updater.status import UpdateStatus, awaiting_pulse, check_transition, paused, rolling
+from updater.status import (
+    AWAITING_PULSE,
+    PAUSED,
+    TERMINAL,
+    UpdateStatus,
+    awaiting_pulse,
+    check_transition,
+    paused,
+    rolling,
+)
 from updater.strategy import Schedule
 from updater.task import TaskConfig
 
@@ -95,6 +104,7 @@ class UpdateRun:
         self.definition: UpdateDefinition = definition
         self.key: UpdateKey = definition.key
         self.settings: Settings = definition.settings
+        self._timeout_ms = definition.settings.heartbeat_timeout_ms
         self.status_events: list[StatusEvent] = list(record.status_events)
         self.instance_event_count = len(record.instance_events)
         self._initial = definition.initial_configs()
@@ -362,19 +372,18 @@ class UpdateRun:
     ) -> tuple[HeartbeatAnswer, Step | None]:
         """Record a heartbeat (DESIGN §3 rule 5) and, if it unblocks the update, the step that
         moves it back to ROLLING_*."""
-        status = self.status
-        if status.is_terminal:
+        # The hot path of the whole product: plain lookups, no property chains.
+        status = self.status_events[-1].status
+        if status in TERMINAL:
             return HeartbeatAnswer.FINISHED, None
-        if not self.is_coordinated:
+        if not self._timeout_ms:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
-        if not pulse.is_tracked(self.key):
-            pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
-        pulse.beat(self.key, now)
-        if status.is_paused:
+        pulse.beat_tracked(self.key, self._timeout_ms, now)
+        if status in PAUSED:
             return HeartbeatAnswer.PAUSED, None
-        if status.is_awaiting_pulse and not self.is_held_for_operator:
+        if status in AWAITING_PULSE and not self.is_held_for_operator:
             step = self._move(
                 rolling(status.is_backward), user, "heartbeat received", Cause.HEARTBEAT, now
             )

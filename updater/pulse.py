@@ -61,6 +61,16 @@ class PulseMonitor:
         self._since.clear()
         self._last.clear()
 
+    def beat_tracked(self, key: UpdateKey, timeout_ms: int, now: int) -> None:
+        """`beat`, tracking the update first if it is not yet (since `now`)."""
+        last = self._last.get(key)
+        if last is None:
+            if key not in self._timeout:
+                self.track(key, timeout_ms, now)
+            self._last[key] = now
+        elif now > last:
+            self._last[key] = now
+
     def is_tracked(self, key: UpdateKey) -> bool:
         return key in self._timeout
 
