@@ -1,0 +1,348 @@
+"""A Python client for pulsegate: finds the leader (through ZooKeeper or a list of schedulers),
+retries `Unavailable` with backoff, and speaks in domain objects with keyword arguments.
+
+    client = PulsegateClient("127.0.0.1:7070", token=os.environ.get("PULSEGATE_TOKEN"))
+    key = client.start_update(job, config, 5, settings=Settings(heartbeat_timeout_ms=30_000))
+    client.heartbeat(key)
+
+Errors are the domain's (`updater.errors`): InvalidRequest, NotFound, UpdateConflict,
+JobUpdating, AuthError, and Unavailable once retries are exhausted.
+
+`start_update` is safe to retry: it tags the request with an id in its metadata, and a conflict
+with an update carrying the same id (our own earlier attempt, whose answer was lost) is success.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from thriftpy2.rpc import make_client
+from thriftpy2.thrift import TApplicationException
+from thriftpy2.transport import TFramedTransportFactory, TTransportException
+
+from api import convert, views
+from api.idl import Service
+from api.idl import pulsegate as t
+from updater.errors import (
+    AuthError,
+    InvalidRequest,
+    JobUpdating,
+    NotFound,
+    PulsegateError,
+    Unavailable,
+    UpdateConflict,
+)
+from updater.job import Job
+from updater.keys import JobKey, UpdateKey
+from updater.record import UpdateRequest
+from updater.settings import Settings
+from updater.status import UpdateStatus
+from updater.storage import UpdateSummary
+from updater.task import TaskConfig
+
+T = TypeVar("T")
+REQUEST_ID = "pulsegate.request_id"
+_LOST = (TTransportException, OSError, EOFError, ConnectionError)
+
+
+class ServerError(PulsegateError):
+    """The server failed unexpectedly (a TApplicationException)."""
+
+    reason = "server_error"
+
+
+def _domain(error: Exception) -> Exception:
+    """A Thrift exception from the server as the domain error it stands for."""
+    if isinstance(error, t.InvalidRequest):
+        field = error.field or "request"
+        rule = error.message.removeprefix(f"{field}: ")
+        return InvalidRequest(field, rule)
+    if isinstance(error, t.NotFound):
+        return NotFound(error.message)
+    if isinstance(error, t.UpdateConflict):
+        return UpdateConflict(error.message, views.update_key(error.activeKey))
+    if isinstance(error, t.JobUpdating):
+        return JobUpdating(error.message, views.update_key(error.activeKey))
+    if isinstance(error, t.AuthError):
+        return AuthError(error.message)
+    if isinstance(error, t.Unavailable):
+        return Unavailable(error.message)
+    if isinstance(error, TApplicationException):
+        return ServerError(f"server error: {error.message}")
+    return error
+
+
+class PulsegateClient:
+    def __init__(
+        self,
+        hosts: str | Sequence[str] | None = None,
+        *,
+        zookeeper: str | None = None,
+        zk_root: str = "/pulsegate",
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        retry_for_s: float = 30.0,
+        transport: str = "buffered",
+        tls_ca: str | None = None,
+        follow_leader: bool = True,
+    ) -> None:
+        """`follow_leader` False keeps the client on the scheduler it reached first, letting
+        that one forward to the leader (one more hop, but one fixed address)."""
+        if isinstance(hosts, str):
+            hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+        self.hosts = list(hosts or ([] if zookeeper else ["127.0.0.1:7070"]))
+        self.zookeeper = zookeeper
+        self.zk_root = zk_root
+        self.token = token
+        self.timeout_s = timeout_s
+        self.retry_for_s = retry_for_s
+        self.transport = transport
+        self.tls_ca = tls_ca
+        self.follow_leader = follow_leader
+        self.address: str | None = None
+        self._client: Any = None
+        self._lock = threading.RLock()
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _connect(self, address: str) -> Any:
+        host, _, port = address.rpartition(":")
+        kwargs: dict[str, Any] = {"timeout": int(self.timeout_s * 1000)}
+        if self.transport == "framed":
+            kwargs["trans_factory"] = TFramedTransportFactory()
+        if self.tls_ca:
+            kwargs["cafile"] = self.tls_ca
+        return make_client(Service, host, int(port), **kwargs)
+
+    def _zk_leader(self) -> str | None:
+        from kazoo.client import KazooClient
+
+        zk = KazooClient(hosts=self.zookeeper, timeout=self.timeout_s)
+        try:
+            zk.start(timeout=self.timeout_s)
+            data, _ = zk.get(f"{self.zk_root}/leader")
+            return str(json.loads(data)["api"])
+        except Exception:
+            return None
+        finally:
+            zk.stop()
+            zk.close()
+
+    def _discover(self) -> None:
+        """Connect to the leader if it can be found, else to any scheduler that answers (any
+        scheduler accepts any call)."""
+        self.close()
+        candidates = list(self.hosts)
+        random.shuffle(candidates)
+        if self.zookeeper:
+            leader = self._zk_leader()
+            if leader:
+                candidates.insert(0, leader)
+        errors = []
+        for address in candidates:
+            try:
+                client = self._connect(address)
+            except _LOST as e:
+                errors.append(f"{address}: {e}")
+                continue
+            try:
+                info = client.getSchedulerInfo()
+            except (*_LOST, TApplicationException) as e:
+                client.close()
+                errors.append(f"{address}: {e}")
+                continue
+            leader = info.leaderAddress
+            if self.follow_leader and leader and leader != address and not info.serving:
+                try:
+                    leader_client = self._connect(leader)
+                    client.close()
+                    client, address = leader_client, leader
+                except _LOST:
+                    pass  # the follower will forward
+            self._client, self.address = client, address
+            return
+        raise Unavailable("no scheduler reachable: " + ("; ".join(errors) or "none configured"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+            self.address = None
+
+    def __enter__(self) -> PulsegateClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """Call with retries: a lost connection or Unavailable is retried with backoff (capped at
+        2 s) until `retry_for_s` has passed, rediscovering the leader each time."""
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.1
+        while True:
+            with self._lock:
+                try:
+                    if self._client is None:
+                        self._discover()
+                    return getattr(self._client, method)(*args)
+                except _LOST as e:
+                    self.close()
+                    last: Exception = Unavailable(f"connection lost: {e}")
+                except t.Unavailable as e:
+                    self.close()
+                    last = _domain(e)
+                except Unavailable as e:
+                    last = e
+                except Exception as e:
+                    raise _domain(e) from None
+            if time.monotonic() + delay > deadline:
+                raise last
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    def _auth(self) -> Any:
+        return None if self.token is None else t.Credentials(token=self.token)
+
+    # -- updates ---------------------------------------------------------------------------------
+
+    def start_update(
+        self,
+        job: JobKey,
+        config: TaskConfig,
+        instance_count: int,
+        *,
+        settings: Settings | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        message: str = "",
+    ) -> UpdateKey:
+        request_id = uuid.uuid4().hex
+        request = UpdateRequest(
+            job,
+            config,
+            instance_count,
+            settings or Settings(),
+            (*tuple(metadata), (REQUEST_ID, request_id)),
+        )
+        try:
+            key = self._call("startJobUpdate", convert.request_out(request), message, self._auth())
+        except UpdateConflict as e:
+            active = self.summaries(key=e.active)
+            if active and (REQUEST_ID, request_id) in active[0].metadata:
+                return e.active  # our own earlier attempt went through
+            raise
+        return views.update_key(key)
+
+    def pause(self, key: UpdateKey, message: str = "") -> None:
+        self._call("pauseJobUpdate", convert.update_key_out(key), message, self._auth())
+
+    def resume(self, key: UpdateKey, message: str = "") -> None:
+        self._call("resumeJobUpdate", convert.update_key_out(key), message, self._auth())
+
+    def abort(self, key: UpdateKey, message: str = "") -> None:
+        self._call("abortJobUpdate", convert.update_key_out(key), message, self._auth())
+
+    def rollback(self, key: UpdateKey, message: str = "") -> None:
+        self._call("rollbackJobUpdate", convert.update_key_out(key), message, self._auth())
+
+    def heartbeat(self, key: UpdateKey) -> views.HeartbeatResult:
+        return views.heartbeat(
+            self._call("heartbeatJobUpdate", convert.update_key_out(key), self._auth())
+        )
+
+    def summaries(
+        self,
+        *,
+        role: str | None = None,
+        job: JobKey | None = None,
+        key: UpdateKey | None = None,
+        user: str | None = None,
+        statuses: Iterable[UpdateStatus] = (),
+        offset: int = 0,
+        limit: int = 0,
+    ) -> list[UpdateSummary]:
+        query = t.JobUpdateQuery(
+            role=role,
+            jobKey=None if job is None else convert.job_key_out(job),
+            key=None if key is None else convert.update_key_out(key),
+            user=user,
+            updateStatuses={s.value for s in statuses} or None,
+            offset=offset,
+            limit=limit,
+        )
+        return [views.summary(s) for s in self._call("getJobUpdateSummaries", query, self._auth())]
+
+    def details(self, key: UpdateKey) -> views.UpdateDetails:
+        return views.details(
+            self._call("getJobUpdateDetails", convert.update_key_out(key), self._auth())
+        )
+
+    def diff(
+        self,
+        job: JobKey,
+        config: TaskConfig,
+        instance_count: int,
+        *,
+        settings: Settings | None = None,
+    ) -> views.DiffView:
+        request = UpdateRequest(job, config, instance_count, settings or Settings())
+        return views.diff(
+            self._call("getJobUpdateDiff", convert.request_out(request), self._auth())
+        )
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, job: JobKey, config: TaskConfig, instance_count: int) -> None:
+        value = t.JobConfiguration(
+            key=convert.job_key_out(job),
+            taskConfig=convert.task_out(config),
+            instanceCount=instance_count,
+        )
+        self._call("createJob", value, self._auth())
+
+    def get_job(self, job: JobKey) -> Job:
+        return views.job(self._call("getJob", convert.job_key_out(job), self._auth()))
+
+    def list_jobs(self, role: str = "") -> list[JobKey]:
+        return [views.job_key(k) for k in self._call("listJobs", role, self._auth())]
+
+    def instances(self, job: JobKey) -> list[views.InstanceStatus]:
+        found = self._call("getInstances", convert.job_key_out(job), self._auth())
+        return [views.instance(i) for i in found]
+
+    def kill_job(self, job: JobKey, message: str = "") -> None:
+        self._call("killJob", convert.job_key_out(job), message, self._auth())
+
+    # -- cluster -----------------------------------------------------------------------------------
+
+    def info(self) -> views.SchedulerInfo:
+        return views.info(self._call("getSchedulerInfo"))
+
+    def ping(self) -> None:
+        self._call("ping")
+
+    def wait(
+        self,
+        key: UpdateKey,
+        on_change: Callable[[views.UpdateDetails], None] = lambda d: None,
+        interval_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> views.UpdateDetails:
+        """Poll until the update is terminal, calling `on_change` with the details after every
+        poll (callers that only want changes compare them)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            found = self.details(key)
+            on_change(found)
+            if found.status.is_terminal:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise Unavailable(f"update {key} still {found.status.name} after {timeout_s} s")
+            time.sleep(interval_s)
