@@ -11,11 +11,20 @@ from api import cli_scheduler
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from api import cli_heartbeat, cli_job, cli_update
+    from api.cli_common import EXIT_CODES, add_global_options
+
     parser = argparse.ArgumentParser(
-        prog="pulsegate", description="Heartbeat-gated rolling updates."
+        prog="pulsegate",
+        description="Heartbeat-gated rolling updates.",
+        epilog=EXIT_CODES,
     )
+    add_global_options(parser)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     cli_scheduler.register(groups)
+    cli_job.register(groups)
+    cli_update.register(groups)
+    cli_heartbeat.register(groups)
     return parser
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from api.server import attach
 from scheduler.config import load_config
 from scheduler.logs import configure_logging
 from scheduler.service import Scheduler
@@ -59,6 +60,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
         return 3
     configure_logging(config.log_level, config.log_format)
     scheduler = Scheduler(config)
+    attach(scheduler)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)

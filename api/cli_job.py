@@ -1,0 +1,67 @@
+"""`pulsegate job create|status|kill`: a job's desired state and what its instances are doing.
+Changing a running job's config is an update (`pulsegate update start`), never a re-create."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from api import render
+from api.cli_common import (
+    OK,
+    add_command,
+    add_json,
+    add_message,
+    client_from,
+    parse_job,
+    read_job_file,
+)
+from updater.status import ACTIVE
+
+
+def register(groups: Any) -> None:
+    parser = groups.add_parser("job", help="create, inspect and kill jobs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    create = add_command(commands, "create", create_job, "create a job from a job file")
+    create.add_argument("job", metavar="JOB", nargs="?", help="role/env/name (or the file's [job])")
+    create.add_argument("config", metavar="CONFIG.toml", type=Path, help="the job file")
+
+    status = add_command(commands, "status", job_status, "desired configs and instance states")
+    status.add_argument("job", metavar="JOB", help="role/env/name")
+    add_json(status)
+
+    kill = add_command(commands, "kill", kill_job, "stop every instance and delete the job")
+    kill.add_argument("job", metavar="JOB", help="role/env/name")
+    add_message(kill)
+
+
+def create_job(args: argparse.Namespace) -> int:
+    """Uses the file's [job].instances and [task]; its [update] table applies to updates only."""
+    job, jobfile = read_job_file(args.config, args.job)
+    with client_from(args) as client:
+        client.create_job(job, jobfile.task, jobfile.instances)
+    render.console().print(f"created {job} with {jobfile.instances} instance(s)", markup=False)
+    return OK
+
+
+def job_status(args: argparse.Namespace) -> int:
+    job_key = parse_job(args.job)
+    with client_from(args) as client:
+        job = client.get_job(job_key)
+        instances = client.instances(job_key)
+        active = client.summaries(job=job_key, statuses=ACTIVE)
+    if args.json:
+        render.print_json(render.job_status_json(job, instances, active))
+    else:
+        render.print_job_status(render.console(), job, instances, active)
+    return OK
+
+
+def kill_job(args: argparse.Namespace) -> int:
+    job_key = parse_job(args.job)
+    with client_from(args) as client:
+        client.kill_job(job_key, message=args.message)
+    render.console().print(f"killed {job_key}", markup=False)
+    return OK
