@@ -49,9 +49,9 @@ class CountingStore(ZooKeeperStorage):
 
     ops = 0
 
-    def _commit(self, ops, what):  # type: ignore[no-untyped-def]
+    def commit(self, ops, what):  # type: ignore[no-untyped-def]
         self.ops += len(ops) + (self.fence is not None)
-        return super()._commit(ops, what)
+        return super().commit(ops, what)
 
 
 def update_writes(

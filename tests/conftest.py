@@ -49,3 +49,16 @@ def zk_client(zk_hosts: str) -> Iterator[KazooClient]:
     finally:
         client.stop()
         client.close()
+
+
+@pytest.fixture
+def scheduler(zk_server: EmbeddedZooKeeper, tmp_path_factory: pytest.TempPathFactory):
+    """A serving in-process scheduler (sim driver, auth off) with its Thrift API."""
+    from cluster import start_scheduler, wait_serving
+
+    root = f"/api-{uuid.uuid4().hex[:8]}"
+    s = start_scheduler(zk_server.hosts, root, tmp_path_factory.mktemp("scheduler"))
+    try:
+        yield wait_serving(s)
+    finally:
+        s.stop()

@@ -46,9 +46,10 @@ def test_sigterm_releases_leadership_at_once_and_kills_no_instance(zk_server, ad
     store.create_job(Job.uniform(JobKey("www", "prod", "web"), OLD, 3))
     # A long session timeout: a quick takeover proves the release, not an expiry.
     a = SchedulerProcess("a", zk_server.hosts, paths, tmp_path, session_timeout_s=60).start()
-    b = SchedulerProcess("b", zk_server.hosts, paths, tmp_path, session_timeout_s=60).start()
+    b = SchedulerProcess("b", zk_server.hosts, paths, tmp_path, session_timeout_s=60)
     try:
         wait_for_leader(admin, paths, "a")
+        b.start()
         wait_until(lambda: len(admin.get_children(paths.election)) == 2, timeout=30)
         wait_until(lambda: a.actions(), timeout=15)
         stopped = time.monotonic()
