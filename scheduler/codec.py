@@ -4,6 +4,7 @@ newer major version rather than misread it. Field names are stable: they are the
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -100,6 +101,12 @@ def task_from_json(v: dict[str, Any]) -> TaskConfig:
         labels=tuple((a, b) for a, b in v["labels"]),
         stop_grace_ms=v["stop_grace_ms"],
     )
+
+
+def config_digest(config: TaskConfig) -> str:
+    """A short stable fingerprint of a config, to tell whether a running process matches."""
+    canonical = json.dumps(task_to_json(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def ranges_to_json(ranges: Iterable[Range]) -> list[list[int]]:

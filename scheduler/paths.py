@@ -8,6 +8,7 @@
         .../state                     summary and counters; its version is the CAS token
         .../status/s_<seq>            one status event each
         .../events/e_<seq>            a chunk of instance events per write
+    <root>/hosts/<host>/<job>:<id>    a local instance's process (pid, start time, config)
 
 `<job>` is `role:environment:name`. Names never contain `:` (see updater.keys), so the flat
 form is unambiguous, and a new job or update needs no parent znodes: every create fits in one
@@ -76,6 +77,16 @@ class Paths:
     def updates(self) -> str:
         return f"{self.root}/updates"
 
+    @property
+    def hosts(self) -> str:
+        return f"{self.root}/hosts"
+
+    def host(self, name: str) -> str:
+        return f"{self.hosts}/{name}"
+
+    def instance_record(self, host: str, job: JobKey, instance_id: int) -> str:
+        return f"{self.host(host)}/{job_node(job)}:{instance_id}"
+
     def job(self, key: JobKey) -> str:
         return f"{self.jobs}/{job_node(key)}"
 
@@ -102,4 +113,4 @@ class Paths:
 
     def containers(self) -> tuple[str, ...]:
         """Created once at start-up."""
-        return (self.election, self.jobs, self.locks, self.updates)
+        return (self.election, self.jobs, self.locks, self.updates, self.hosts)

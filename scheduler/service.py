@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.config import Config
+from scheduler.drivers.local import LocalDriver
+from scheduler.drivers.records import InstanceRecords
 from scheduler.drivers.simrt import RealtimeSimDriver
 from scheduler.election import Leadership
 from scheduler.http import HttpServer
@@ -44,13 +46,16 @@ def make_client(hosts: str, session_timeout_s: float) -> KazooClient:
     )
 
 
-def make_driver(config: Config, clock: Clock) -> Driver:
+def make_driver(config: Config, clock: Clock, store: ZooKeeperStorage) -> Driver:
     if config.driver == "sim":
         return RealtimeSimDriver(clock, config.sim_action_log, config.scheduler_id)
     if config.driver == "local":
-        from scheduler.drivers.local import make_local_driver  # the local driver lands later
-
-        return make_local_driver(config, clock)  # type: ignore[no-any-return]
+        return LocalDriver(
+            clock,
+            base_dir=Path.cwd(),
+            log_dir=Path(config.state_dir) / "logs",
+            records=InstanceRecords(store, socket.gethostname()),
+        )
     raise ValueError(f"unknown driver {config.driver!r}")
 
 
@@ -96,7 +101,6 @@ class Scheduler:
         self.client = make_client(hosts, config.zk_session_timeout_s)
         self.client.add_listener(self._zk_state)
         self.client.start_async()
-        self.driver = self._driver_arg or make_driver(config, self.clock)
         self.http = HttpServer(config.http_host, config.http_port, self.registry, self.status)
         self.http.start()
         if self.api is not None:
@@ -124,6 +128,7 @@ class Scheduler:
             writer=config.scheduler_id,
             timeout_s=min(10.0, config.zk_session_timeout_s),
         )
+        self.driver = self._driver_arg or make_driver(config, self.clock, self.store)
         self.loop = LeaderLoop(
             self.store,
             self.leadership,

@@ -2,7 +2,7 @@
 
 Every write is one multi-op that starts with a check of the leader's election znode (fencing),
 and update writes are compare-and-set on the version of the update's `state` znode. kazoo does
-not raise when a transaction fails: it returns one result per op, so `_commit` inspects them.
+not raise when a transaction fails: it returns one result per op, so `commit` inspects them.
 Reads are pipelined with the async API: loading 1,000 updates costs a few round trips, not
 thousands.
 
@@ -106,18 +106,18 @@ class ZooKeeperStorage:
         except KazooException as e:
             raise Unavailable(f"ZooKeeper error reading {path}: {type(e).__name__}") from None
 
-    def _get(self, path: str) -> tuple[bytes, ZnodeStat]:
+    def get(self, path: str) -> tuple[bytes, ZnodeStat]:
         data, stat = self._wait(self.client.get_async(path), path)
         return data, stat
 
-    def _children(self, path: str) -> list[str]:
+    def children(self, path: str) -> list[str]:
         try:
             children: list[str] = self._wait(self.client.get_children_async(path), path)
         except NoNodeError:
             return []
         return children
 
-    def _commit(self, ops: list[Op], what: str) -> list[Any]:
+    def commit(self, ops: list[Op], what: str) -> list[Any]:
         """Run `ops` as one fenced multi-op; return per-op results (exceptions included).
 
         Raises NotLeader if the fence check failed, ValueTooLarge before sending anything too
@@ -157,7 +157,7 @@ class ZooKeeperStorage:
         return results
 
     @staticmethod
-    def _failure(results: list[Any]) -> tuple[int, Exception] | None:
+    def failure(results: list[Any]) -> tuple[int, Exception] | None:
         for i, r in enumerate(results):
             if isinstance(r, Exception) and not isinstance(r, RolledBackError):
                 return i, r
@@ -170,18 +170,18 @@ class ZooKeeperStorage:
 
     def _read_job(self, key: JobKey) -> tuple[dict[int, TaskConfig], int] | None:
         try:
-            data, stat = self._get(self.paths.job(key))
+            data, stat = self.get(self.paths.job(key))
         except NoNodeError:
             return None
         groups = codec.decode(lambda v: codec.groups_from_json(v["groups"]), data, f"job {key}")
         return Job(key, groups).instances(), stat.version
 
     def create_job(self, job: Job) -> None:
-        results = self._commit(
+        results = self.commit(
             [("create", self.paths.job(job.key), self._job_value(job.instances()), False)],
             f"create job {job.key}",
         )
-        failure = self._failure(results)
+        failure = self.failure(results)
         if failure is not None:
             if isinstance(failure[1], NodeExistsError):
                 raise AlreadyExists(f"job {job.key} already exists")
@@ -207,15 +207,15 @@ class ZooKeeperStorage:
         return jobs
 
     def list_jobs(self, role: str | None = None) -> list[JobKey]:
-        keys = (parse_job_node(n) for n in self._children(self.paths.jobs))
+        keys = (parse_job_node(n) for n in self.children(self.paths.jobs))
         return sorted(k for k in keys if k is not None and (role is None or k.role == role))
 
     def delete_job(self, key: JobKey) -> None:
         active = self.active_update(key)
         if active is not None:
             raise JobUpdating(f"job {key} has an active update {active}", active)
-        results = self._commit([("delete", self.paths.job(key), b"", -1)], f"delete job {key}")
-        failure = self._failure(results)
+        results = self.commit([("delete", self.paths.job(key), b"", -1)], f"delete job {key}")
+        failure = self.failure(results)
         if failure is not None:
             if isinstance(failure[1], NoNodeError):
                 raise NotFound(f"job {key} does not exist")
@@ -251,8 +251,8 @@ class ZooKeeperStorage:
         ]
         for event in record.status_events:
             ops.append(("create", self.paths.status_prefix(key), self._status_value(event), True))
-        results = self._commit(ops, f"start update {key}")
-        failure = self._failure(results)
+        results = self.commit(ops, f"start update {key}")
+        failure = self.failure(results)
         if failure is None:
             self._states[key] = (state, 0)
             return
@@ -288,7 +288,7 @@ class ZooKeeperStorage:
         if cached is not None:
             return cached
         try:
-            data, stat = self._get(self.paths.state(key))
+            data, stat = self.get(self.paths.state(key))
         except NoNodeError:
             raise NotFound(f"update {key} does not exist") from None
         state = codec.decode(dict, data, f"state of {key}")
@@ -349,8 +349,8 @@ class ZooKeeperStorage:
                 job_after = None
         if event is not None and event.status.is_terminal:
             ops.append(("delete", self.paths.lock(key.job), b"", -1))
-        results = self._commit(ops, f"write update {key}")
-        failure = self._failure(results)
+        results = self.commit(ops, f"write update {key}")
+        failure = self.failure(results)
         if failure is None:
             self._states[key] = (new_state, version + 1)
             if job_after is not None:
@@ -434,13 +434,13 @@ class ZooKeeperStorage:
 
     def active_update(self, job: JobKey) -> UpdateKey | None:
         try:
-            data, _ = self._get(self.paths.lock(job))
+            data, _ = self.get(self.paths.lock(job))
         except NoNodeError:
             return None
         return UpdateKey(job, data.decode())
 
     def active_keys(self) -> list[UpdateKey]:
-        names = self._children(self.paths.locks)
+        names = self.children(self.paths.locks)
         results = [(n, self.client.get_async(f"{self.paths.locks}/{n}")) for n in names]
         keys = []
         for name, result in results:
@@ -470,7 +470,7 @@ class ZooKeeperStorage:
         return self._load(self.active_keys())
 
     def summaries(self, job: JobKey | None = None) -> list[UpdateSummary]:
-        keys = [parse_update_node(n) for n in self._children(self.paths.updates)]
+        keys = [parse_update_node(n) for n in self.children(self.paths.updates)]
         wanted = [k for k in keys if k is not None and (job is None or k.job == job)]
         results = [(k, self.client.get_async(self.paths.state(k))) for k in wanted]
         out = []
@@ -507,12 +507,12 @@ class ZooKeeperStorage:
         children = [
             f"{parent}/{name}"
             for parent in (self.paths.status(key), self.paths.events(key))
-            for name in self._children(parent)
+            for name in self.children(parent)
         ]
         tail = [self.paths.status(key), self.paths.events(key), self.paths.state(key)]
         paths = [*children, *tail, self.paths.update(key)]
         for i in range(0, len(paths), 500):
             ops: list[Op] = [("delete", p, b"", -1) for p in paths[i : i + 500]]
-            failure = self._failure(self._commit(ops, f"prune update {key}"))
+            failure = self.failure(self.commit(ops, f"prune update {key}"))
             if failure is not None and not isinstance(failure[1], (NoNodeError, NotEmptyError)):
                 raise Unavailable(f"prune update {key}: {type(failure[1]).__name__}")

@@ -184,3 +184,9 @@ def http_status(proc: SchedulerProcess, path: str = "/ready") -> tuple[int, dict
         return e.code, json.loads(e.read() or b"{}")
     except OSError:
         return None
+
+
+def api_address(proc: SchedulerProcess) -> str | None:
+    """The process's Thrift API address, from its start-up log line."""
+    started = next((e for e in proc.log_events() if e.get("event") == "scheduler_started"), None)
+    return None if started is None else str(started["api"])

@@ -82,6 +82,17 @@ class Driver(Protocol):
         Called by a new leader for every job, and when a job is created or killed."""
         ...
 
+    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+        """Required. A new leader's first call, with every job's desired state: reconcile them
+        all, adopting what runs, and stop instances of jobs that no longer exist."""
+        ...
+
+    def set_acting(self, acting: bool) -> None:
+        """Required. Whether this scheduler leads. A driver starts, stops and restarts
+        instances only while acting; it keeps observing (and running instances keep running)
+        either way."""
+        ...
+
     def set_listener(self, listener: Callable[[JobKey, int], None] | None) -> None:
         """Required. Call `listener(job, instance_id)` whenever an instance's observed state
         changes, so the engine re-evaluates at once instead of polling. May be called from any

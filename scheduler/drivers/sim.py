@@ -124,6 +124,7 @@ class SimDriver:
         self._listener: Callable[[JobKey, int], None] | None = None
         self.action_log: list[tuple[int, JobKey, Action]] = []
         self.changes = 0
+        self.acting = True
 
     # -- the Driver protocol ---------------------------------------------------------------
 
@@ -165,6 +166,15 @@ class SimDriver:
         ]
         if actions:
             self.apply(job, actions)
+
+    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+        for job in set(self._jobs) - set(desired):
+            self.reconcile(job, {})
+        for job, instances in desired.items():
+            self.reconcile(job, instances)
+
+    def set_acting(self, acting: bool) -> None:
+        self.acting = acting  # the simulation acts whenever it is told to
 
     # -- scripting -------------------------------------------------------------------------
 

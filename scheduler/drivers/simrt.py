@@ -63,6 +63,19 @@ class RealtimeSimDriver:
         self._record(job, actions, "reconcile")
         self._wake.set()
 
+    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+        with self._lock:
+            before = len(self._sim.action_log)
+            self._sim.takeover(desired)
+            done = self._sim.action_log[before:]
+        for job in {j for _, j, _ in done}:
+            self._record(job, [a for _, j, a in done if j == job], "reconcile")
+        self._wake.set()
+
+    def set_acting(self, acting: bool) -> None:
+        with self._lock:
+            self._sim.set_acting(acting)
+
     def set_listener(self, listener: Callable[[JobKey, int], None] | None) -> None:
         with self._lock:
             self._sim.set_listener(listener)

@@ -1,0 +1,462 @@
+"""The local driver: instances are child processes of the scheduler's host, kept at their
+desired config by a reconciler thread.
+
+The updater acts only by changing desired state (`apply`); the reconciler makes the processes
+match: it starts what is missing, restarts what exited (with capped exponential backoff; these
+restarts are what `maxPerInstanceFailures` counts), replaces what runs another config, stops
+what is no longer wanted (SIGTERM to the process group, SIGKILL after the config's grace), and
+health-checks what runs. Only the leader's driver acts; others only observe.
+
+A new leader adopts what runs: every process is recorded durably (pid, start time, boot id,
+config digest, port) when it starts, and `takeover` keeps each recorded process that is still
+the same process and runs the desired config. A healthy instance is never killed by a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+
+from scheduler.clock import Clock
+from scheduler.codec import config_digest
+from scheduler.drivers.health import Streak, Verdict, run_check
+from scheduler.drivers.process import ProcessId, cap_log, free_port, identify, signal_group, spawn
+from scheduler.drivers.records import InstanceRecord, InstanceRecords
+from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
+from updater.errors import PulsegateError
+from updater.keys import JobKey
+from updater.task import TaskConfig
+
+log = structlog.get_logger(__name__)
+S = InstanceState
+LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
+
+
+class _Instance:
+    """One instance's process and what we know about it (reconciler thread only)."""
+
+    def __init__(self, job: JobKey, instance_id: int) -> None:
+        self.job = job
+        self.instance_id = instance_id
+        self.desired: TaskConfig | None = None
+        self.config: TaskConfig | None = None
+        self.state = S.ABSENT
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ident: ProcessId | None = None
+        self.port = 0
+        self.log: Path | None = None
+        self.healthy_since: int | None = None
+        self.failures = 0
+        self.message = ""
+        self.streak: Streak | None = None
+        self.started_at = 0.0
+        self.next_check: float | None = None
+        self.checking = False
+        self.generation = 0
+        self.restart_at: float | None = None
+        self.kill_deadline: float | None = None
+        self.killed = False
+        self.restart_after_kill = False
+        self.backoff_streak = 0
+        self.published: tuple[object, ...] = ()
+
+    def is_alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.ident is not None and self.ident.is_alive()
+
+    def exit_reason(self) -> str:
+        if self.proc is None:
+            return "exited (adopted process, status unknown)"
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+
+class LocalDriver:
+    def __init__(
+        self,
+        clock: Clock,
+        base_dir: Path,
+        log_dir: Path,
+        records: InstanceRecords | None = None,
+        *,
+        log_limit_bytes: int = 10 * 1024 * 1024,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        health_workers: int = 16,
+    ) -> None:
+        self.clock = clock
+        self.base_dir = base_dir
+        self.log_dir = log_dir
+        self.records = records
+        self.log_limit_bytes = log_limit_bytes
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.acting = False
+        self._instances: dict[tuple[JobKey, int], _Instance] = {}
+        self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
+        self._listener: Callable[[JobKey, int], None] | None = None
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._checks = ThreadPoolExecutor(health_workers, thread_name_prefix="health")
+        self._results: list[tuple[_Instance, int, bool, str]] = []
+        self._next_log_cap = 0.0
+        self._thread = threading.Thread(target=self._run, name="local-driver", daemon=True)
+        self._thread.start()
+
+    # -- the Driver protocol -------------------------------------------------------------------
+
+    def instances(self, job: JobKey) -> Mapping[int, ObservedInstance]:
+        with self._lock:
+            return dict(self._observed.get(job, {}))
+
+    def apply(self, job: JobKey, actions: Sequence[Action]) -> None:
+        with self._lock:
+            for action in actions:
+                inst = self._instance(job, action.instance_id)
+                inst.desired = None if action.kind is ActionKind.KILL else action.config
+        self._wake.set()
+
+    def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
+        with self._lock:
+            for instance_id, config in desired.items():
+                self._instance(job, instance_id).desired = config
+            for (j, instance_id), inst in self._instances.items():
+                if j == job and instance_id not in desired:
+                    inst.desired = None
+        self._wake.set()
+
+    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+        """Adopt recorded processes that still run, then reconcile every job; recorded
+        processes of jobs that no longer exist are stopped."""
+        records = self._load_records()
+        with self._lock:
+            for (job, instance_id), record in records.items():
+                if (job, instance_id) not in self._instances:
+                    wanted = desired.get(job, {}).get(instance_id)
+                    self._adopt(record, wanted)
+            for (job, instance_id), inst in self._instances.items():
+                inst.desired = desired.get(job, {}).get(instance_id)
+            for job, instances in desired.items():
+                for instance_id, config in instances.items():
+                    self._instance(job, instance_id).desired = config
+        self._wake.set()
+
+    def set_acting(self, acting: bool) -> None:
+        self.acting = acting
+        self._wake.set()
+
+    def set_listener(self, listener: Callable[[JobKey, int], None] | None) -> None:
+        self._listener = listener
+
+    def stop(self) -> None:
+        """Stop reconciling. Running instances are left running (a restart adopts them)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._checks.shutdown(wait=False, cancel_futures=True)
+
+    def pids(self, job: JobKey) -> dict[int, int]:
+        """Live instance pids, for tests and tools."""
+        with self._lock:
+            return {
+                i: inst.ident.pid
+                for (j, i), inst in self._instances.items()
+                if j == job and inst.ident is not None and inst.state in LIVE
+            }
+
+    # -- adoption ------------------------------------------------------------------------------
+
+    def _load_records(self) -> dict[tuple[JobKey, int], InstanceRecord]:
+        if self.records is None:
+            return {}
+        try:
+            return self.records.load()
+        except PulsegateError as e:
+            log.warning("instance_records_unreadable", why=e.message)
+            return {}
+
+    def _adopt(self, record: InstanceRecord, wanted: TaskConfig | None) -> None:
+        ident = ProcessId(record.pid, record.start_ticks, record.boot_id)
+        if not ident.is_alive():
+            self._forget(record.job, record.instance_id)
+            return
+        inst = self._instance(record.job, record.instance_id)
+        inst.ident = ident
+        inst.port = record.port
+        inst.log = Path(record.log)
+        inst.started_at = time.monotonic()
+        if wanted is not None and config_digest(wanted) == record.config_digest:
+            inst.config = wanted
+        else:  # runs something else: a stand-in config that differs from any desired one
+            inst.config = TaskConfig(("<adopted>",), labels=(("digest", record.config_digest),))
+        self._arm_health(inst, adopted=True)
+        log.info(
+            "instance_adopted",
+            job=str(record.job),
+            instance=record.instance_id,
+            pid=record.pid,
+            matches=inst.config == wanted,
+        )
+
+    def _instance(self, job: JobKey, instance_id: int) -> _Instance:
+        inst = self._instances.get((job, instance_id))
+        if inst is None:
+            inst = self._instances[(job, instance_id)] = _Instance(job, instance_id)
+        return inst
+
+    # -- the reconciler ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(timeout=0.02 if self._busy() else 0.2)
+            self._wake.clear()
+            try:
+                self._tick()
+            except Exception:  # the reconciler must not die
+                log.exception("local_driver_tick_failed")
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return any(
+                inst.state is not S.ABSENT or inst.desired is not None
+                for inst in self._instances.values()
+            )
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        changed: list[tuple[JobKey, int]] = []
+        with self._lock:
+            results, self._results = self._results, []
+            for inst, generation, passed, reason in results:
+                if inst.generation == generation:
+                    self._checked(inst, passed, reason)
+            for key, inst in list(self._instances.items()):
+                self._step(inst, now)
+                if self._publish(inst):
+                    changed.append(key)
+                if inst.state is S.ABSENT and inst.desired is None:
+                    del self._instances[key]
+        if now >= self._next_log_cap:
+            self._next_log_cap = now + 5.0
+            for inst in list(self._instances.values()):
+                if inst.log is not None:
+                    cap_log(inst.log, self.log_limit_bytes)
+        listener = self._listener
+        if listener is not None:
+            for job, instance_id in changed:
+                listener(job, instance_id)
+
+    def _step(self, inst: _Instance, now: float) -> None:
+        # Observe, whether acting or not.
+        if inst.state in LIVE and not inst.is_alive():
+            inst.failures += 1
+            inst.message = inst.exit_reason()
+            self._exited(inst, now)
+        if inst.state is S.KILLING:
+            if not inst.is_alive():
+                self._stopped(inst, now)
+            elif inst.kill_deadline is not None and now >= inst.kill_deadline and not inst.killed:
+                if inst.ident is not None:
+                    signal_group(inst.ident.pid, signal.SIGKILL)
+                inst.killed = True
+        if inst.state is S.STARTING and inst.next_check is not None and now >= inst.next_check:
+            inst.state = S.RUNNING  # the initial delay is over: checks decide from here
+        due = inst.next_check is not None and now >= inst.next_check
+        if inst.state in LIVE and due and not inst.checking:
+            self._submit_check(inst)
+        if not self.acting:
+            return
+        # Act: make it match the desired state.
+        if inst.desired is None:
+            if inst.state in LIVE:
+                self._kill(inst, now, "no longer desired")
+            elif inst.state is S.EXITED:
+                inst.state, inst.config = S.ABSENT, None
+                self._forget(inst.job, inst.instance_id)
+        elif inst.config != inst.desired:
+            if inst.state in LIVE:
+                self._kill(inst, now, "replaced")
+            elif inst.state in (S.ABSENT, S.EXITED):
+                inst.failures, inst.backoff_streak, inst.message = 0, 0, ""
+                self._start(inst, inst.desired, now)
+        elif (
+            inst.state is S.EXITED and inst.restart_at is not None and now >= inst.restart_at
+        ) or inst.state is S.ABSENT:
+            self._start(inst, inst.desired, now)
+
+    # -- transitions -----------------------------------------------------------------------------
+
+    def _start(self, inst: _Instance, config: TaskConfig, now: float) -> None:
+        inst.generation += 1
+        inst.config = config
+        inst.restart_at = None
+        inst.healthy_since = None
+        if not inst.port:
+            inst.port = free_port()
+        job = inst.job
+        inst.log = self.log_dir / job.role / job.environment / job.name / f"{inst.instance_id}.log"
+        try:
+            inst.proc = spawn(config, inst.port, inst.log, self.base_dir)
+        except (OSError, ValueError) as e:
+            inst.proc, inst.ident = None, None
+            inst.failures += 1
+            inst.message = f"cannot start {config.command[0]!r}: {e}"
+            log.warning(
+                "instance_start_failed", job=str(job), instance=inst.instance_id, why=str(e)
+            )
+            self._exited(inst, now)
+            return
+        inst.ident = identify(inst.proc.pid) or ProcessId(inst.proc.pid, 0, "")
+        inst.started_at = now
+        inst.state = S.STARTING
+        self._arm_health(inst, adopted=False)
+        self._record(inst)
+
+    def _arm_health(self, inst: _Instance, adopted: bool) -> None:
+        check = inst.config.health_check if inst.config else None
+        inst.checking = False
+        if check is None:
+            inst.streak, inst.next_check = None, None
+            inst.state = S.HEALTHY
+            inst.healthy_since = self.clock.now()
+            return
+        inst.streak = Streak(check)
+        delay = 0.0 if adopted else check.initial_delay_ms / 1000
+        inst.next_check = time.monotonic() + delay
+        inst.state = S.RUNNING if adopted else S.STARTING
+
+    def _submit_check(self, inst: _Instance) -> None:
+        assert inst.config is not None and inst.config.health_check is not None
+        check = inst.config.health_check
+        inst.checking = True
+        generation = inst.generation
+        cwd = self.base_dir / inst.config.working_dir if inst.config.working_dir else self.base_dir
+
+        def run() -> None:
+            passed, reason = run_check(check, inst.port, cwd)
+            with self._lock:
+                self._results.append((inst, generation, passed, reason))
+            self._wake.set()
+
+        try:
+            self._checks.submit(run)
+        except RuntimeError:  # shutting down
+            inst.checking = False
+
+    def _checked(self, inst: _Instance, passed: bool, reason: str) -> None:
+        inst.checking = False
+        if inst.streak is None or inst.config is None or inst.config.health_check is None:
+            return
+        inst.next_check = time.monotonic() + inst.config.health_check.interval_ms / 1000
+        if inst.state not in LIVE:
+            return
+        verdict = inst.streak.record(passed, reason)
+        if verdict is Verdict.HEALTHY:
+            inst.state = S.HEALTHY
+            inst.healthy_since = self.clock.now()
+            inst.backoff_streak = 0
+        elif verdict is Verdict.UNHEALTHY and self.acting:
+            inst.failures += 1
+            inst.message = f"health check failed {inst.streak.failures} times in a row: {reason}"
+            self._kill(inst, time.monotonic(), "unhealthy", restart=True)
+        elif not inst.streak.healthy and inst.state is S.HEALTHY:
+            inst.state, inst.healthy_since = S.RUNNING, None
+
+    def _kill(self, inst: _Instance, now: float, why: str, restart: bool = False) -> None:
+        grace = (inst.config.stop_grace_ms if inst.config else 5000) / 1000
+        inst.generation += 1
+        inst.state = S.KILLING
+        inst.healthy_since = None
+        inst.kill_deadline = now + grace
+        inst.killed = False
+        inst.restart_after_kill = restart
+        if inst.ident is not None:
+            signal_group(inst.ident.pid, signal.SIGTERM)
+        log.info("instance_stopping", job=str(inst.job), instance=inst.instance_id, why=why)
+
+    def _stopped(self, inst: _Instance, now: float) -> None:
+        inst.proc, inst.ident = None, None
+        if inst.restart_after_kill:
+            inst.restart_after_kill = False
+            self._exited(inst, now)
+            return
+        inst.state = S.ABSENT
+        if inst.desired is None:
+            inst.config = None
+            self._forget(inst.job, inst.instance_id)
+
+    def _exited(self, inst: _Instance, now: float) -> None:
+        inst.generation += 1
+        inst.state = S.EXITED
+        inst.healthy_since = None
+        inst.backoff_streak += 1
+        delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (inst.backoff_streak - 1))
+        inst.restart_at = now + delay
+        log.info(
+            "instance_exited",
+            job=str(inst.job),
+            instance=inst.instance_id,
+            why=inst.message,
+            failures=inst.failures,
+            restart_in_s=round(delay, 2),
+        )
+
+    # -- records and observation -------------------------------------------------------------------
+
+    def _record(self, inst: _Instance) -> None:
+        if self.records is None or inst.ident is None or inst.config is None:
+            return
+        record = InstanceRecord(
+            inst.job,
+            inst.instance_id,
+            inst.ident.pid,
+            inst.ident.start_ticks,
+            inst.ident.boot_id,
+            config_digest(inst.config),
+            inst.port,
+            str(inst.log),
+            self.clock.now(),
+        )
+        try:
+            self.records.save(record)
+        except PulsegateError as e:
+            log.warning(
+                "instance_not_recorded", job=str(inst.job), instance=inst.instance_id, why=e.message
+            )
+
+    def _forget(self, job: JobKey, instance_id: int) -> None:
+        if self.records is None or not self.acting:
+            return
+        with contextlib.suppress(PulsegateError):
+            self.records.delete(job, instance_id)
+
+    def _publish(self, inst: _Instance) -> bool:
+        current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)
+        if current == inst.published:
+            return False
+        inst.published = current
+        observed = self._observed.setdefault(inst.job, {})
+        if inst.state is S.ABSENT:
+            observed.pop(inst.instance_id, None)
+        else:
+            observed[inst.instance_id] = ObservedInstance(
+                inst.instance_id,
+                inst.state,
+                inst.config,
+                inst.healthy_since,
+                inst.failures,
+                inst.message,
+            )
+        return True

@@ -1,0 +1,88 @@
+"""Durable records of local instance processes, in ZooKeeper under `hosts/<host>/`, so that a
+scheduler restarted (or taking over) on the same host adopts what runs instead of starting it
+again. Writes are fenced like every leader write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+from scheduler import codec
+from scheduler.paths import parse_job_node
+from scheduler.zkstore import ZooKeeperStorage
+from updater.errors import PulsegateError
+from updater.keys import JobKey
+
+
+@attrs.frozen
+class InstanceRecord:
+    job: JobKey
+    instance_id: int
+    pid: int
+    start_ticks: int
+    boot_id: str
+    config_digest: str
+    port: int
+    log: str
+    started_ms: int
+
+
+class InstanceRecords:
+    def __init__(self, store: ZooKeeperStorage, host: str) -> None:
+        self.store = store
+        self.host = host
+
+    def _path(self, job: JobKey, instance_id: int) -> str:
+        return self.store.paths.instance_record(self.host, job, instance_id)
+
+    def load(self) -> dict[tuple[JobKey, int], InstanceRecord]:
+        """Every record of this host (unreadable ones are skipped)."""
+        parent = self.store.paths.host(self.host)
+        out: dict[tuple[JobKey, int], InstanceRecord] = {}
+        for name in self.store.children(parent):
+            job_part, _, instance_part = name.rpartition(":")
+            job = parse_job_node(job_part)
+            if job is None or not instance_part.isdigit():
+                continue
+            try:
+                data, _ = self.store.get(f"{parent}/{name}")
+                v = codec.loads(data, name)
+                out[(job, int(instance_part))] = InstanceRecord(
+                    job,
+                    int(instance_part),
+                    v["pid"],
+                    v["start_ticks"],
+                    v["boot_id"],
+                    v["config_digest"],
+                    v["port"],
+                    v["log"],
+                    v["started_ms"],
+                )
+            except (NoNodeError, KeyError, TypeError, PulsegateError):
+                continue
+        return out
+
+    def save(self, record: InstanceRecord) -> None:
+        """Create or replace the record, fenced. Raises NotLeader / Unavailable."""
+        self.store.client.ensure_path(self.store.paths.host(self.host))  # a container
+        value: dict[str, Any] = attrs.asdict(record)
+        value["job"] = codec.job_key_to_json(record.job)
+        data = codec.dumps(value)
+        path = self._path(record.job, record.instance_id)
+        results = self.store.commit([("create", path, data, False)], f"record {path}")
+        failure = self.store.failure(results)
+        if failure is not None and isinstance(failure[1], NodeExistsError):
+            results = self.store.commit([("set", path, data, -1)], f"record {path}")
+            failure = self.store.failure(results)
+        if failure is not None:
+            raise PulsegateError(f"could not record {path}: {type(failure[1]).__name__}")
+
+    def delete(self, job: JobKey, instance_id: int) -> None:
+        path = self._path(job, instance_id)
+        failure = self.store.failure(
+            self.store.commit([("delete", path, b"", -1)], f"forget {path}")
+        )
+        if failure is not None and not isinstance(failure[1], NoNodeError):
+            raise PulsegateError(f"could not delete {path}: {type(failure[1]).__name__}")
