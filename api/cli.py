@@ -7,12 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from api import cli_scheduler
+from api import cli_heartbeat, cli_job, cli_scheduler, cli_update, demo
+from api.cli_common import EXIT_CODES, add_global_options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from api import cli_heartbeat, cli_job, cli_update
-    from api.cli_common import EXIT_CODES, add_global_options
 
     parser = argparse.ArgumentParser(
         prog="pulsegate",
@@ -25,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_job.register(groups)
     cli_update.register(groups)
     cli_heartbeat.register(groups)
+    demo.register(groups)
     return parser
 
 

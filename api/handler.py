@@ -353,11 +353,11 @@ class Handler:
         if forwarded:
             return answer  # type: ignore[no-any-return]
         job = self.store.get_job(job_key)
-        if job is None:
-            raise NotFound(f"job {job_key} does not exist")
-        desired = job.instances()
         driver = self.scheduler.driver
         observed = dict(driver.instances(job_key)) if driver is not None else {}
+        if job is None and not observed:  # a killed job's instances show until they are gone
+            raise NotFound(f"job {job_key} does not exist")
+        desired = job.instances() if job is not None else {}
         from updater.driver import InstanceState, ObservedInstance
 
         out = []
