@@ -15,6 +15,7 @@ import pytest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.process import free_port, spawn, start_ticks
 from updater.driver import InstanceState
+from updater.errors import NotFound
 from updater.events import InstanceAction
 from updater.keys import JobKey
 from updater.settings import Settings
@@ -207,3 +208,25 @@ def test_stop_escalates_to_sigkill_after_the_grace(local, tmp_path) -> None:
 
 def _quick() -> dict[str, int]:
     return {"min_wait_in_instance_running_ms": 200}
+
+
+def test_a_killed_jobs_instances_show_until_they_are_gone(local) -> None:
+    _, client = local
+    slow = TaskConfig.make(
+        ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while true; do sleep 0.1; done"],
+        stop_grace_ms=5000,
+    )
+    client.create_job(JOB, slow, 2)
+    wait_until(lambda: states(client) == [I.HEALTHY] * 2, timeout=30)
+    client.kill_job(JOB)
+    stopping = client.instances(JOB)  # the job is gone, its instances are still stopping
+    assert stopping and all(not i.at_desired_config for i in stopping)
+    assert {i.state for i in stopping} <= {I.KILLING, I.HEALTHY}
+    wait_until(lambda: not _running(client), timeout=30)
+
+
+def _running(client) -> bool:
+    try:
+        return bool(client.instances(JOB))
+    except NotFound:
+        return False
