@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,8 @@ class Demo:
     def __init__(self, console: Console, state: Path) -> None:
         self.console = console
         self.state = state
-        self.marker = uuid.uuid4().hex  # in every instance's environment: how we find them
+        # In every instance's environment (PULSEGATE_DEMO=<state dir>): how we find them.
+        self.marker = str(state)
         self.started = time.monotonic()
         self.scheduler: Scheduler | None = None
         self.client: PulsegateClient | None = None
@@ -319,7 +319,7 @@ class Demo:
                 continue
             if status.rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            ours = self.marker.encode() in environ
+            ours = f"PULSEGATE_DEMO={self.marker}\0".encode() in environ
             if not instances_only:
                 ours = ours or str(self.state).encode() in cmdline
             if ours:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from thriftpy2.thrift import TApplicationException
 
-from api import convert
+from api import checks, convert
 from api.auth import AUTH_OFF_USER, Action, Authenticator
 from api.forward import Forwarder
 from api.idl import Service
 from api.idl import pulsegate as t
+from scheduler import commands
 from scheduler.codec import CorruptValue
 from updater.diff import diff_job
 from updater.engine import UpdateRun
@@ -182,16 +183,16 @@ class Handler:
         try:
             validate_request(request, self.scheduler.config.max_instances)
         except InvalidRequest as e:
-            raise convert.renamed(e, "request") from None
+            raise checks.renamed(e, "request") from None
 
     @staticmethod
     def _token(auth: Any) -> str | None:
         if auth is None:
             return None
-        convert.need(auth, "auth", t.Credentials)
+        checks.need(auth, "auth", t.Credentials)
         if auth.token is None:
             return None
-        return convert.text(auth.token, "auth.token", 4096)
+        return checks.text(auth.token, "auth.token", 4096)
 
     def _user(self, auth: Any, action: Action, job: JobKey | None) -> str:
         return self.auth.check(self._token(auth), action, job)
@@ -201,21 +202,21 @@ class Handler:
     @rpc
     def startJobUpdate(self, request: Any, message: Any, auth: Any) -> Any:
         req = convert.request_in(request)
-        msg = convert.message(message)
+        msg = checks.message(message)
         user = self._user(auth, Action.START, req.job)
         self._validate(req)
         forwarded, answer = self._elsewhere("startJobUpdate", request, message, auth)
         if forwarded:
             return answer
-        return convert.update_key_out(self.loop.start_update(req, user, msg))
+        return convert.update_key_out(commands.start_update(self.loop, req, user, msg))
 
     def _command(self, verb: str, action: Action, key: Any, message: Any, auth: Any) -> None:
         update = convert.update_key_in(key)
-        msg = convert.message(message)
+        msg = checks.message(message)
         user = self._user(auth, action, update.job)
         forwarded, _ = self._elsewhere(f"{verb}JobUpdate", key, message, auth)
         if not forwarded:
-            self.loop.command(update, verb, user, msg)
+            commands.update_command(self.loop, update, verb, user, msg)
 
     @rpc
     def pauseJobUpdate(self, key: Any, message: Any, auth: Any) -> None:
@@ -313,21 +314,21 @@ class Handler:
     def createJob(self, config: Any, auth: Any) -> None:
         job = convert.job_config_in(config)
         user = self._user(auth, Action.CREATE_JOB, job.key)
-        convert.integer(
+        checks.integer(
             job.instance_count, "config.instanceCount", 0, self.scheduler.config.max_instances
         )
         for group in job.groups:
             try:
                 validate_task(group.config)
             except InvalidRequest as e:
-                raise convert.renamed(e, "config") from None
+                raise checks.renamed(e, "config") from None
         forwarded, _ = self._elsewhere("createJob", config, auth)
         if forwarded:
             return
         active = self.store.active_update(job.key)
         if active is not None:
             raise JobUpdating(f"job {job.key} has an active update {active}", active)
-        self.loop.create_job(job)
+        commands.create_job(self.loop, job)
         log.info("job_create_requested", job=str(job.key), user=user)
 
     @rpc
@@ -341,7 +342,7 @@ class Handler:
 
     @rpc
     def listJobs(self, role: Any, auth: Any = None) -> list[Any]:
-        wanted = None if role in (None, "") else convert.text(role, "role", 64)
+        wanted = None if role in (None, "") else checks.text(role, "role", 64)
         self._user(auth, Action.READ, None)
         return [convert.job_key_out(k) for k in self.store.list_jobs(wanted)]
 
@@ -369,11 +370,11 @@ class Handler:
     @rpc
     def killJob(self, key: Any, message: Any, auth: Any) -> None:
         job_key = convert.job_key_in(key, "key")
-        msg = convert.message(message)
+        msg = checks.message(message)
         user = self._user(auth, Action.KILL_JOB, job_key)
         forwarded, _ = self._elsewhere("killJob", key, message, auth)
         if not forwarded:
-            self.loop.kill_job(job_key, user, msg)
+            commands.kill_job(self.loop, job_key, user, msg)
 
     # -- cluster -------------------------------------------------------------------------------
 

@@ -5,10 +5,16 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+PY=${PYTHON:-python3}
 need_apt=""
 [ -e /usr/share/java/zookeeper.jar ] || need_apt="$need_apt zookeeper"
 command -v java >/dev/null 2>&1 || need_apt="$need_apt default-jre-headless"
 command -v thrift >/dev/null 2>&1 || need_apt="$need_apt thrift-compiler"
+# Debian's python3 needs python3-venv for `-m venv`; thriftpy2's rebuild needs a C compiler and
+# the Python headers.
+"$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt="$need_apt python3-venv"
+command -v gcc >/dev/null 2>&1 || need_apt="$need_apt gcc"
+"$PY" -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" >/dev/null 2>&1 || need_apt="$need_apt python3-dev"
 if [ -n "$need_apt" ]; then
     echo "bootstrap: installing$need_apt" >&2
     if [ "$(id -u)" != 0 ]; then
@@ -19,7 +25,6 @@ if [ -n "$need_apt" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
 fi
 
-PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

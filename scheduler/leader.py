@@ -16,8 +16,6 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,19 +26,18 @@ import structlog
 from scheduler.clock import Clock
 from scheduler.election import Leadership, Role
 from scheduler.fencing import NotLeader, UnknownOutcome
+from scheduler.memory import RunTable
 from scheduler.metrics import Metrics
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import Driver
 from updater.engine import Step, UpdateRun
 from updater.errors import NotFound, PulsegateError, StaleWrite, Unavailable
 from updater.events import InstanceEvent, StatusEvent
-from updater.job import Job
 from updater.keys import JobKey, UpdateKey
-from updater.pulse import HeartbeatAnswer, PulseMonitor
-from updater.record import DEFAULT_MAX_INSTANCES, UpdateRecord, UpdateRequest, plan_update
+from updater.pulse import HeartbeatAnswer
+from updater.record import DEFAULT_MAX_INSTANCES, UpdateRecord
 from updater.status import UpdateStatus
 from updater.storage import UpdateWrite, select_prunable
-from updater.task import TaskConfig
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -74,14 +71,14 @@ class LeaderLoop:
         self.prune_interval_ms = prune_interval_ms
         self.on_serving = on_serving
         self.command_timeout_s = command_timeout_s
-        self.pulse = PulseMonitor()
-        self.runs: dict[UpdateKey, UpdateRun] = {}
-        # Active coordinated updates by their raw key, for the heartbeat fast path.
-        self.hot: dict[tuple[str, str, str, str], UpdateRun] = {}
-        self.by_job: dict[JobKey, UpdateKey] = {}
+        self.memory = RunTable()
+        # Shared with the table (the same objects), named for the hot paths that read them.
+        self.pulse = self.memory.pulse
+        self.runs = self.memory.runs
+        self.hot = self.memory.hot
+        self.by_job = self.memory.by_job
         self.serving_epoch: int | None = None
         self.takeover_ms = 0
-        self.finished: OrderedDict[UpdateKey, UpdateStatus] = OrderedDict()  # recently terminal
         self._cv = threading.Condition()
         self._dirty: set[UpdateKey] = set()
         self._unblock: dict[UpdateKey, str] = {}
@@ -142,7 +139,7 @@ class LeaderLoop:
             raise NotLeader("this scheduler is not serving as leader")
         run = self.runs.get(key)
         if run is None:
-            status = self.finished.get(key) or self._final_status(key)
+            status = self.memory.finished.get(key) or self._final_status(key)
             return HeartbeatAnswer.FINISHED, status
         return self.beat(run, user)
 
@@ -161,73 +158,11 @@ class LeaderLoop:
         record = self.store.get_update(key)
         if record.status.is_active:
             raise Unavailable(f"update {key} is not loaded yet; retry")
-        self._remember_finished(key, record.status)
+        self.memory.remember_finished(key, record.status)
         return record.status
-
-    def _remember_finished(self, key: UpdateKey, status: UpdateStatus) -> None:
-        self.finished[key] = status
-        while len(self.finished) > 10_000:
-            self.finished.popitem(last=False)
 
     def heartbeat_age_ms(self, key: UpdateKey) -> int | None:
         return self.pulse.age_ms(key, self.clock.now())
-
-    # -- commands (run on the loop thread through `call`) -----------------------------------------
-
-    def start_update(self, request: UpdateRequest, user: str, message: str) -> UpdateKey:
-        def run() -> UpdateKey:
-            now = self.clock.now()
-            record, _ = plan_update(
-                request,
-                self.store.get_job(request.job),
-                uuid.uuid4().hex,
-                user,
-                message,
-                now,
-                self.max_instances,
-            )
-            self.store.start_update(record)
-            self._adopt(record, since=now)
-            log.info("update_started", update=str(record.key), user=user)
-            return record.key
-
-        return self.call(run)
-
-    def command(self, key: UpdateKey, verb: str, user: str, message: str) -> None:
-        """pause / resume / abort / rollback."""
-
-        def run() -> None:
-            active = self.runs.get(key)
-            update = active if active is not None else UpdateRun(self.store.get_update(key))
-            now = self.clock.now()
-            if verb == "resume":
-                step = update.resume(self.pulse, user, message, now)
-            else:
-                step = getattr(update, verb)(user, message, now)
-            if step is not None and active is not None:
-                self._apply(active, step)
-            elif step is not None:  # not in memory yet it accepts a move: reload and retry
-                with self._cv:
-                    self._reload.add(key)
-                raise Unavailable("update state changed; retry")
-
-        self.call(run)
-
-    def create_job(self, job: Job) -> None:
-        def run() -> None:
-            self.store.create_job(job)
-            self.driver.reconcile(job.key, job.instances())
-            log.info("job_created", job=str(job.key), instances=job.instance_count)
-
-        self.call(run)
-
-    def kill_job(self, key: JobKey, user: str, message: str) -> None:
-        def run() -> None:
-            self.store.delete_job(key)
-            self.driver.reconcile(key, {})
-            log.info("job_killed", job=str(key), user=user, message=message)
-
-        self.call(run)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -245,7 +180,7 @@ class LeaderLoop:
                 self._turn()
             except Exception:  # one bad turn must not kill the leader loop
                 log.exception("leader_loop_failed")
-                self.metrics.errors_total.labels(reason="loop").inc()
+                self.metrics.error("loop")
                 time.sleep(0.1)
 
     def _timeout(self) -> float:
@@ -297,7 +232,7 @@ class LeaderLoop:
             if run is not None:
                 _, step = run.heartbeat(self.pulse, user, self.clock.now())
                 if step is not None:
-                    self._apply(run, step)
+                    self.apply(run, step)
         for key in dirty:
             run = self.runs.get(key)
             if run is not None:
@@ -313,6 +248,11 @@ class LeaderLoop:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
+    def request_reload(self, key: UpdateKey) -> None:
+        """Rebuild an update from storage on the next turn."""
+        with self._cv:
+            self._reload.add(key)
+
     def _mark(self, key: UpdateKey) -> None:
         with self._cv:
             self._dirty.add(key)
@@ -326,10 +266,11 @@ class LeaderLoop:
     def _advance(self, run: UpdateRun) -> None:
         started = time.perf_counter()
         step = run.plan(self.driver.instances(run.key.job), self.pulse, self.clock.now())
-        self._apply(run, step)
+        self.apply(run, step)
         self.metrics.step_seconds.observe(time.perf_counter() - started)
 
-    def _apply(self, run: UpdateRun, step: Step) -> None:
+    def apply(self, run: UpdateRun, step: Step) -> None:
+        """Persist a step (fenced), commit it to memory, then act: the one way updates change."""
         key = run.key
         if step.actions or step.has_writes:
             if (
@@ -354,7 +295,7 @@ class LeaderLoop:
         if step.actions and self.leadership.is_acting() and self._pulse_ok(run):
             self.driver.apply(key.job, step.actions)
             for action in step.actions:
-                self.metrics.driver_actions_total.labels(kind=action.kind.value).inc()
+                self.metrics.driver_action(action.kind.value)
         if step.wake_at_ms is not None:
             self._schedule(step.wake_at_ms, key)
         if run.status.is_terminal:
@@ -370,27 +311,25 @@ class LeaderLoop:
         try:
             self.store.write(write)
         except NotLeader:
-            self.metrics.storage_writes_total.labels(result="not_leader").inc()
+            self.metrics.storage_write("not_leader")
             return False
         except (UnknownOutcome, StaleWrite) as e:
-            self.metrics.storage_writes_total.labels(result="stale").inc()
+            self.metrics.storage_write("stale")
             log.warning("update_reloading", update=str(run.key), why=e.message)
-            with self._cv:
-                self._reload.add(run.key)
+            self.request_reload(run.key)
             self._schedule(self.clock.now() + RETRY_MS, None)
             return False
         except Unavailable as e:
-            self.metrics.storage_writes_total.labels(result="error").inc()
+            self.metrics.storage_write("error")
             log.warning("update_write_failed", update=str(run.key), why=e.message)
             self._schedule(self.clock.now() + RETRY_MS, run.key)
             return False
         except PulsegateError as e:  # too large, gone, finished: the update cannot go on
-            self.metrics.storage_writes_total.labels(result="error").inc()
+            self.metrics.storage_write("error")
             log.error("update_write_refused", update=str(run.key), why=e.message)
             self._error(run, f"storage refused a write: {e.message}")
             return False
-        self.metrics.storage_writes_total.labels(result="ok").inc()
-        self.metrics.storage_write_seconds.observe(time.perf_counter() - started)
+        self.metrics.storage_write("ok", time.perf_counter() - started)
         return True
 
     def _error(self, run: UpdateRun, message: str) -> None:
@@ -410,7 +349,7 @@ class LeaderLoop:
         self, run: UpdateRun, transition: StatusEvent | None, events: tuple[InstanceEvent, ...]
     ) -> None:
         if transition is not None:
-            self.metrics.update_transitions_total.labels(status=transition.status.name).inc()
+            self.metrics.update_transition(transition.status.name)
             log.info(
                 "update_transitioned",
                 update=str(run.key),
@@ -421,40 +360,27 @@ class LeaderLoop:
                 message=transition.message,
             )
         for event in events:
-            self.metrics.instance_events_total.labels(action=event.action.name).inc()
+            self.metrics.instance_event(event.action.name)
 
     def _finish(self, run: UpdateRun) -> None:
-        self.runs.pop(run.key, None)
-        self.hot.pop(_raw(run.key), None)
-        if self.by_job.get(run.key.job) == run.key:
-            del self.by_job[run.key.job]
-        self.pulse.forget(run.key)
-        self._remember_finished(run.key, run.status)
-        self.metrics.updates_active.set(len(self.runs))
+        self.memory.finish(run.key, run.status)
+        self.metrics.updates_active.set(len(self.memory))
         log.info("update_finished", update=str(run.key), status=run.status.name)
 
     # -- taking over -----------------------------------------------------------------------------
 
-    def _adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
+    def adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
         run = UpdateRun(record)
-        self.runs[run.key] = run
-        self.by_job[run.key.job] = run.key
-        if run.is_coordinated:
-            self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
-            self.hot[_raw(run.key)] = run
+        self.memory.add(run, since)
         self._mark(run.key)
-        self.metrics.updates_active.set(len(self.runs))
+        self.metrics.updates_active.set(len(self.memory))
         return run
 
     def _drop(self, why: str) -> None:
         """Forget every update and every heartbeat: storage is the truth after a lost session."""
         if self.runs or self.serving_epoch is not None:
             log.warning("leader_memory_dropped", why=why, updates=len(self.runs))
-        self.runs.clear()
-        self.hot.clear()
-        self.by_job.clear()
-        self.pulse.clear()
-        self.finished.clear()
+        self.memory.clear()
         with self._cv:
             self._dirty.clear()
             self._unblock.clear()
@@ -489,7 +415,7 @@ class LeaderLoop:
                 broken.append((key, str(record)))
                 continue
             try:
-                self._adopt(record, since=takeover)
+                self.adopt(record, since=takeover)
             except Exception as e:  # a definition the engine cannot run
                 broken.append((key, f"{type(e).__name__}: {e}"))
         self.serving_epoch = epoch
@@ -498,42 +424,34 @@ class LeaderLoop:
         log.info("leader_rehydrated", updates=len(self.runs), broken=len(broken), seconds=elapsed)
         for key, why in broken:
             log.error("update_unreadable", update=str(key), why=why)
-            self.metrics.errors_total.labels(reason="unreadable_update").inc()
+            self.metrics.error("unreadable_update")
         try:
             self.on_serving()
         except PulsegateError as e:
             log.warning("serving_not_published", why=e.message)
 
     def _reload_update(self, key: UpdateKey) -> None:
-        """Rebuild one update from storage after a write whose outcome is unknown."""
+        """Rebuild one update from storage after a write whose outcome is unknown. Its
+        heartbeats are kept: they are memory, not storage."""
         self.store.forget_caches()
-        old = self.runs.pop(key, None)
-        self.hot.pop(_raw(key), None)
+        old = self.memory.remove(key)
         try:
             record = self.store.get_update(key)
         except NotFound:
+            self.memory.pulse.forget(key)
             return
         except Unavailable:
             if old is not None:
-                self.runs[key] = old
-                if old.is_coordinated:
-                    self.hot[_raw(key)] = old
+                self.memory.add(old)
             with self._cv:
                 self._reload.add(key)
             self._schedule(self.clock.now() + RETRY_MS, None)
             return
         if record.status.is_terminal:
-            if old is not None:
-                self._finish(old)
+            self.memory.finish(key, record.status)
+            self.metrics.updates_active.set(len(self.memory))
             return
-        since = self.pulse.lease_end(key)
-        run = UpdateRun(record)
-        self.runs[key] = run
-        self.by_job[key.job] = key
-        if run.is_coordinated:
-            self.hot[_raw(key)] = run
-            if since is None:
-                self.pulse.track(key, run.settings.heartbeat_timeout_ms, self.clock.now())
+        self.memory.add(UpdateRun(record), since=self.clock.now())
         self._mark(key)
 
     def _prune(self) -> None:
@@ -549,13 +467,3 @@ class LeaderLoop:
                 log.info("history_pruned", updates=len(doomed))
         except PulsegateError as e:
             log.warning("history_prune_failed", why=e.message)
-
-    # -- reads for the API -----------------------------------------------------------------------
-
-    def desired_configs(self, job: JobKey) -> dict[int, TaskConfig]:
-        found = self.store.get_job(job)
-        return found.instances() if found else {}
-
-
-def _raw(key: UpdateKey) -> tuple[str, str, str, str]:
-    return (key.job.role, key.job.environment, key.job.name, key.id)

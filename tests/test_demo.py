@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def running_from(state_dir: Path) -> list[int]:
-    """Processes whose command line or environment mentions the demo's state directory or
-    its example service (the demo marks its instances with PULSEGATE_DEMO)."""
+    """Processes of this demo run: its ZooKeeper (the state directory is in its command line)
+    and its instances (marked PULSEGATE_DEMO=<state directory> in their environment)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -26,7 +26,8 @@ def running_from(state_dir: Path) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if str(state_dir).encode() in cmdline or b"PULSEGATE_DEMO=" in environ:
+        marker = f"PULSEGATE_DEMO={state_dir}\0".encode()
+        if str(state_dir).encode() in cmdline or marker in environ:
             found.append(int(entry.name))
     return found
 

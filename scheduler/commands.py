@@ -1,0 +1,82 @@
+"""What operators and the API can ask of the leader. Each command runs on the leader loop's
+thread (through `LeaderLoop.call`), so it never races the engine, and changes updates only the
+way the loop does: persist, commit, then act."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+
+from scheduler.leader import LeaderLoop
+from updater.engine import UpdateRun
+from updater.errors import Unavailable
+from updater.job import Job
+from updater.keys import JobKey, UpdateKey
+from updater.record import UpdateRequest, plan_update
+
+log = structlog.get_logger(__name__)
+VERBS = frozenset({"pause", "resume", "abort", "rollback"})
+
+
+def start_update(loop: LeaderLoop, request: UpdateRequest, user: str, message: str) -> UpdateKey:
+    """Validate against the job, store the update with its job's lock, and start running it."""
+
+    def run() -> UpdateKey:
+        now = loop.clock.now()
+        record, _ = plan_update(
+            request,
+            loop.store.get_job(request.job),
+            uuid.uuid4().hex,
+            user,
+            message,
+            now,
+            loop.max_instances,
+        )
+        loop.store.start_update(record)
+        loop.adopt(record, since=now)
+        log.info("update_started", update=str(record.key), user=user)
+        return record.key
+
+    return loop.call(run)
+
+
+def update_command(loop: LeaderLoop, key: UpdateKey, verb: str, user: str, message: str) -> None:
+    """pause, resume, abort or rollback. A finished update is loaded from storage, so that a
+    no-op is a no-op and a forbidden move names the update's final status."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown command {verb!r}")
+
+    def run() -> None:
+        active = loop.runs.get(key)
+        update = active if active is not None else UpdateRun(loop.store.get_update(key))
+        now = loop.clock.now()
+        if verb == "resume":
+            step = update.resume(loop.pulse, user, message, now)
+        else:
+            step = getattr(update, verb)(user, message, now)
+        if step is not None and active is not None:
+            loop.apply(active, step)
+        elif step is not None:  # active in storage but not in memory yet: reload, retry
+            loop.request_reload(key)
+            raise Unavailable("update state changed; retry")
+
+    loop.call(run)
+
+
+def create_job(loop: LeaderLoop, job: Job) -> None:
+    def run() -> None:
+        loop.store.create_job(job)
+        loop.driver.reconcile(job.key, job.instances())
+        log.info("job_created", job=str(job.key), instances=job.instance_count)
+
+    loop.call(run)
+
+
+def kill_job(loop: LeaderLoop, key: JobKey, user: str, message: str) -> None:
+    def run() -> None:
+        loop.store.delete_job(key)
+        loop.driver.reconcile(key, {})
+        log.info("job_killed", job=str(key), user=user, message=message)
+
+    loop.call(run)

@@ -1,0 +1,72 @@
+"""The leader's memory: the active updates it runs, the heartbeats it has seen, and the final
+status of updates that finished recently. All of it is volatile: a new leader rebuilds it from
+storage (heartbeats excepted, by design), and a leader that loses its session drops it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from updater.engine import UpdateRun
+from updater.keys import JobKey, UpdateKey
+from updater.pulse import PulseMonitor
+from updater.status import UpdateStatus
+
+RawKey = tuple[str, str, str, str]
+FINISHED_KEPT = 10_000
+
+
+def raw_key(key: UpdateKey) -> RawKey:
+    """An update key as the plain strings it arrives as on the wire."""
+    return (key.job.role, key.job.environment, key.job.name, key.id)
+
+
+class RunTable:
+    """Runs by key, by job (driver notifications name jobs) and, for coordinated updates, by raw
+    key (the heartbeat fast path looks runs up without building an UpdateKey). Changed only on
+    the leader loop's thread; read from RPC threads (single dict operations)."""
+
+    def __init__(self) -> None:
+        self.pulse = PulseMonitor()
+        self.runs: dict[UpdateKey, UpdateRun] = {}
+        self.hot: dict[RawKey, UpdateRun] = {}
+        self.by_job: dict[JobKey, UpdateKey] = {}
+        self.finished: OrderedDict[UpdateKey, UpdateStatus] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def add(self, run: UpdateRun, since: int | None = None) -> None:
+        """Hold a run. A coordinated one is watched for heartbeats from `since` (if it is not
+        watched already)."""
+        self.runs[run.key] = run
+        self.by_job[run.key.job] = run.key
+        if run.is_coordinated:
+            self.hot[raw_key(run.key)] = run
+            if since is not None and not self.pulse.is_tracked(run.key):
+                self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
+
+    def remove(self, key: UpdateKey) -> UpdateRun | None:
+        """Let go of a run, keeping its heartbeats (it is about to be reloaded)."""
+        run = self.runs.pop(key, None)
+        self.hot.pop(raw_key(key), None)
+        if self.by_job.get(key.job) == key:
+            del self.by_job[key.job]
+        return run
+
+    def finish(self, key: UpdateKey, status: UpdateStatus) -> None:
+        """The update ended: forget it and its heartbeats, remember how it ended."""
+        self.remove(key)
+        self.pulse.forget(key)
+        self.remember_finished(key, status)
+
+    def remember_finished(self, key: UpdateKey, status: UpdateStatus) -> None:
+        self.finished[key] = status
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def clear(self) -> None:
+        self.runs.clear()
+        self.hot.clear()
+        self.by_job.clear()
+        self.finished.clear()
+        self.pulse.clear()
