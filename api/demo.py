@@ -192,10 +192,7 @@ class Demo:
         client = self.client
         assert client is not None and release.job is not None
         began = time.monotonic()
-        key = client.start_update(
-            release.job, release.task, release.instances, settings=release.settings,
-            metadata=release.metadata, message="demo: version 2",
-        )  # fmt: skip
+        key = self.start_release(release, "demo: version 2")
         timeout_s = release.settings.heartbeat_timeout_ms / 1000
         self.say(f"started {key} (heartbeat timeout {timeout_s:g} s)")
         self.say(f"status {client.details(key).status.name}: nothing moves before a heartbeat")
@@ -225,6 +222,17 @@ class Demo:
             f"blocked {blocked:.1f} s without heartbeats (no instance touched), then finished",
         )
 
+    def start_release(self, release: JobFile, message: str) -> UpdateKey:
+        assert self.client is not None and release.job is not None
+        return self.client.start_update(
+            release.job,
+            release.task,
+            release.instances,
+            settings=release.settings,
+            metadata=release.metadata,
+            message=message,
+        )
+
     def monitor(self, key: UpdateKey) -> None:
         """The reference monitor (`pulsegate heartbeat`), with a check the demo can silence."""
 
@@ -241,10 +249,7 @@ class Demo:
         client = self.client
         assert client is not None and release.job is not None
         began = time.monotonic()
-        key = client.start_update(
-            release.job, release.task, release.instances, settings=release.settings,
-            metadata=release.metadata, message="demo: version 3",
-        )  # fmt: skip
+        key = self.start_release(release, "demo: version 3")
         self.say(f"started {key}")
         final, _ = self.follow(key, lambda d: d.status.is_terminal)
         reason = next(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from kazoo.client import KazooClient
 
 from scheduler.zkserver import EmbeddedZooKeeper
@@ -62,3 +64,16 @@ def scheduler(zk_server: EmbeddedZooKeeper, tmp_path_factory: pytest.TempPathFac
         yield wait_serving(s)
     finally:
         s.stop()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put logging back as it was after a test that configures it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()

@@ -316,3 +316,27 @@ def test_no_leader_means_unavailable(zk_server, tmp_path) -> None:
             c.create_job(WEB, V1, 1)
     finally:
         s.stop()
+
+
+def test_history_is_pruned_by_the_leader(zk_server, tmp_path) -> None:
+    s = start_scheduler(
+        zk_server.hosts,
+        f"/prune-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        **{"history.keep": 1, "history.prune_interval_s": 1.0},
+    )
+    try:
+        wait_serving(s)
+        with client_for(s) as c:
+            c.create_job(WEB, V1, 1)
+            keys = []
+            for version in range(3):
+                config = TaskConfig.make(["server", f"--version={version + 2}"], labels=FAST_SIM)
+                keys.append(c.start_update(WEB, config, 1, settings=QUICK))
+                c.abort(keys[-1], "next")
+            active = c.start_update(WEB, V1, 1, settings=Settings(heartbeat_timeout_ms=60_000))
+            wait_until(lambda: len(c.summaries(job=WEB)) == 2, timeout=30)
+            kept = {x.key for x in c.summaries(job=WEB)}
+            assert kept == {keys[-1], active}  # the newest finished one, and the active one
+    finally:
+        s.stop()

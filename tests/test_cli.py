@@ -8,16 +8,14 @@ import hashlib
 import http.server
 import io
 import json
-import logging
 import re
+import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from rich.console import Console
 
 from api import render
@@ -40,17 +38,9 @@ KEY = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+/[0-9a-f]{32}$", re.M)
 
 
 @pytest.fixture(autouse=True)
-def logs_to_stderr() -> Iterator[None]:
+def logs_to_stderr(restore_logging: None) -> None:
     """The in-process scheduler logs; keep that out of the stdout the tests parse."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("warning", "console")
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
+    configure_logging("warning", "console", stream=sys.stderr)
 
 
 class Cli:

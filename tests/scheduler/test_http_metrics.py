@@ -192,18 +192,6 @@ def test_each_metrics_object_needs_its_own_registry() -> None:
     Metrics(CollectorRegistry())  # no global registration, so a second one is fine
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
 @pytest.mark.usefixtures("restore_logging")
 def test_json_logs_carry_the_bound_keys() -> None:
     stream = io.StringIO()

@@ -1,0 +1,50 @@
+"""The server holds hundreds of open connections (monitors keep theirs) and the engine keeps
+working meanwhile."""
+
+from __future__ import annotations
+
+import resource
+
+from thriftpy2.rpc import make_client
+
+from api import convert
+from api.idl import Service
+from updater.keys import JobKey
+from updater.pulse import HeartbeatAnswer
+from updater.settings import Settings, Strategy
+from updater.status import UpdateStatus
+from updater.task import TaskConfig
+
+from cluster import FAST_SIM, api_address, client_for
+
+CONNECTIONS = 500
+JOB = JobKey("www", "prod", "many")
+
+
+def test_500_open_connections_and_the_engine_keeps_going(scheduler) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 4 * CONNECTIONS, "the test needs file descriptors for both ends"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4 * CONNECTIONS), hard))
+    host, port = api_address(scheduler).rsplit(":", 1)
+    with client_for(scheduler) as c:
+        c.create_job(JOB, TaskConfig.make(["v1"], labels=FAST_SIM), 4)
+        coordinated = Settings(
+            heartbeat_timeout_ms=60_000,
+            strategy=Strategy.batch(2),
+            min_wait_in_instance_running_ms=100,
+        )
+        key = c.start_update(JOB, TaskConfig.make(["v2"], labels=FAST_SIM), 4, settings=coordinated)
+        wire_key = convert.update_key_out(key)
+        monitors = [
+            make_client(Service, host, int(port), timeout=20_000) for _ in range(CONNECTIONS)
+        ]
+        try:
+            for m in monitors:  # every connection is served while all stay open
+                assert m.heartbeatJobUpdate(wire_key, None).status == HeartbeatAnswer.OK
+            done = c.wait(key, interval_s=0.1, timeout_s=60)  # the engine was not blocked
+            assert done.status is UpdateStatus.ROLLED_FORWARD
+            for m in monitors:  # and they are all still there
+                assert m.heartbeatJobUpdate(wire_key, None).status == HeartbeatAnswer.FINISHED
+        finally:
+            for m in monitors:
+                m.close()
