@@ -39,6 +39,20 @@ def is_guarded() -> bool:
     return subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
 
 
+def extract(archive: tarfile.TarFile, into: Path) -> None:
+    """Extract safely. Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters,
+    so check every member stays inside `into` ourselves there."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(into, filter="data")
+        return
+    root = into.resolve()
+    for member in archive.getmembers():
+        target = (into / member.name).resolve()
+        if not target.is_relative_to(root) or member.issym() or member.islnk():
+            raise SystemExit(f"bootstrap: refusing archive member {member.name!r}")
+    archive.extractall(into)
+
+
 def pip(*args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args], check=True
@@ -53,7 +67,7 @@ def main() -> int:
         work = Path(tmp)
         pip("download", "--no-deps", "--no-binary", "thriftpy2", "-d", tmp, f"thriftpy2=={VERSION}")
         with tarfile.open(next(work.glob("thriftpy2-*.tar.gz"))) as archive:
-            archive.extractall(work, filter="data")
+            extract(archive, work)
         source = work / f"thriftpy2-{VERSION}"
         pyx = source / "thriftpy2/protocol/cybin/cybin.pyx"
         text = pyx.read_text()
