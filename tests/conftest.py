@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -15,6 +16,15 @@ from scheduler.zkserver import EmbeddedZooKeeper
 # Reconnect at least once a second, so a client gets its session back after a ZooKeeper restart
 # (kazoo's default backoff grows to an hour and lets the session expire).
 CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_logs() -> None:
+    """Schedulers run in-process in many tests; their info logs (from background threads too)
+    stay out of the test output. Tests about logging configure and restore it themselves."""
+    from scheduler.logs import configure_logging
+
+    configure_logging("warning", "console", stream=sys.stderr)
 
 
 @pytest.fixture(scope="session")
