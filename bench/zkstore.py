@@ -68,7 +68,7 @@ def update_writes(
         clock, lambda c: SimBehaviour(start_ms=1000, healthy_after_ms=1000, kill_ms=500)
     )
     sim.seed(job, dict.fromkeys(range(count), old), 0)
-    simulation = Simulation(store, sim, clock)  # type: ignore[arg-type]
+    simulation = Simulation(store, sim, clock)
     settings = Settings(strategy=strategy, min_wait_in_instance_running_ms=10_000)
     record, _ = plan_update(
         UpdateRequest(job, new, count, settings), store.get_job(job), tag, "bench", "", clock.now()

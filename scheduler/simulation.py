@@ -10,10 +10,9 @@ import attrs
 
 from scheduler.drivers.sim import FakeClock, SimDriver
 from updater.engine import Step, UpdateRun
-from updater.memstore import MemoryStorage
 from updater.pulse import HeartbeatAnswer, PulseMonitor
 from updater.record import UpdateRecord
-from updater.storage import UpdateWrite
+from updater.storage import Storage, UpdateWrite
 
 # A monitor: given the time, does it heartbeat now? Called at each heartbeat tick.
 Monitor = Callable[[int], bool]
@@ -31,7 +30,7 @@ class Trace:
 class Simulation:
     def __init__(
         self,
-        storage: MemoryStorage,
+        storage: Storage,
         driver: SimDriver,
         clock: FakeClock,
         pulse: PulseMonitor | None = None,
