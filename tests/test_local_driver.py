@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.drivers.health import Streak, Verdict, run_check
-from scheduler.drivers.process import free_port, spawn, start_ticks
+from scheduler.drivers.process import cap_log, free_port, spawn, start_ticks
 from updater.driver import InstanceState
 from updater.errors import NotFound
 from updater.events import InstanceAction
@@ -230,3 +230,35 @@ def _running(client) -> bool:
         return bool(client.instances(JOB))
     except NotFound:
         return False
+
+
+def test_shell_commands_port_substitution_and_working_directory(local) -> None:
+    s, client = local
+    tcp = HealthCheck(HealthCheckKind.TCP, interval_ms=100, timeout_ms=500)
+    configs = {
+        # a shell command; the service finds its port in $PORT, and runs from working_dir
+        "shell": TaskConfig.make(
+            f"exec {sys.executable} service.py", working_dir="examples", health_check=tcp
+        ),
+        # {port} in the arguments
+        "argv": TaskConfig.make(
+            [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+            health_check=tcp,
+        ),
+    }
+    for name, config in configs.items():
+        job = JobKey("www", "test", name)
+        client.create_job(job, config, 1)
+        wait_until(lambda job=job: states(client, job) == [I.HEALTHY], timeout=30)
+        assert client.instances(job)[0].failures == 0
+        client.kill_job(job)
+        wait_until(lambda job=job: not s.driver.pids(job), timeout=30)
+
+
+def test_instance_logs_are_capped(tmp_path) -> None:
+    log = tmp_path / "0.log"
+    log.write_bytes(b"x" * 2000)
+    assert cap_log(log, 1000) is True
+    assert log.stat().st_size == 0
+    assert (tmp_path / "0.log.1").stat().st_size == 2000
+    assert cap_log(log, 1000) is False
