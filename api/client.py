@@ -29,6 +29,7 @@ from thriftpy2.transport import TFramedTransportFactory, TTransportException
 from api import convert, views
 from api.idl import Service
 from api.idl import pulsegate as t
+from updater.driver import InstanceState
 from updater.errors import (
     AuthError,
     InvalidRequest,
@@ -316,6 +317,20 @@ class PulsegateClient:
     def instances(self, job: JobKey) -> list[views.InstanceStatus]:
         found = self._call("getInstances", convert.job_key_out(job), self._auth())
         return [views.instance(i) for i in found]
+
+    def is_settled(self, job: JobKey, count: int) -> bool:
+        """Does `job` run exactly `count` instances, each healthy at its desired config?"""
+        found = self.instances(job)
+        return len(found) == count and all(
+            i.state is InstanceState.HEALTHY and i.at_desired_config for i in found
+        )
+
+    def has_instances(self, job: JobKey) -> bool:
+        """Does anything of `job` still run (also after the job was killed)?"""
+        try:
+            return bool(self.instances(job))
+        except NotFound:
+            return False
 
     def kill_job(self, job: JobKey, message: str = "") -> None:
         self._call("killJob", convert.job_key_out(job), message, self._auth())

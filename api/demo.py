@@ -158,7 +158,7 @@ class Demo:
 
         self.title("1. Create the job: 5 instances of the example service, version 1")
         client.create_job(job, v1.task, v1.instances)
-        self.wait(lambda: self.healthy(job, 5), 60)
+        self.wait(lambda: client.is_settled(job, 5), 60)
         self.say(f"{job}: 5 instances healthy")
 
         self.title("2. Roll out version 2, gated by a health monitor's heartbeats")
@@ -180,13 +180,6 @@ class Demo:
         ok = [o.status for o in self.outcomes] == [S.ROLLED_FORWARD, S.ROLLED_BACK]
         self.console.print(f"demo: {forward} update rolled forward, {back} rolled back")
         return 0 if ok else 1
-
-    def healthy(self, job: Any, count: int) -> bool:
-        assert self.client is not None
-        found = self.client.instances(job)
-        return len(found) == count and all(
-            i.state.name == "HEALTHY" and i.at_desired_config for i in found
-        )
 
     def gated_rollout(self, release: JobFile) -> Outcome:
         client = self.client
@@ -255,7 +248,7 @@ class Demo:
         reason = next(
             (e.message for e in final.record.status_events if e.status is S.ROLLING_BACK), ""
         )
-        self.wait(lambda: self.healthy(release.job, 5), 60)
+        self.wait(lambda: client.is_settled(release.job, 5), 60)
         self.say("all 5 instances healthy on version 2 again")
         return Outcome("v3", final.status, time.monotonic() - began, reason or "did not roll back")
 

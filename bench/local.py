@@ -27,8 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from api.client import PulsegateClient  # noqa: E402
 from scheduler.zkserver import EmbeddedZooKeeper  # noqa: E402
-from updater.driver import InstanceState  # noqa: E402
-from updater.errors import NotFound  # noqa: E402
 from updater.events import InstanceAction  # noqa: E402
 from updater.keys import JobKey  # noqa: E402
 from updater.settings import Settings, Strategy  # noqa: E402
@@ -69,20 +67,6 @@ def wait(predicate, timeout: float):  # type: ignore[no-untyped-def]
     return value
 
 
-def healthy(client: PulsegateClient, count: int) -> bool:
-    found = client.instances(JOB)
-    return len(found) == count and all(
-        i.state is InstanceState.HEALTHY and i.at_desired_config for i in found
-    )
-
-
-def _running(client: PulsegateClient) -> bool:
-    try:
-        return bool(client.instances(JOB))
-    except NotFound:
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances", type=int, default=50)
@@ -110,7 +94,7 @@ def main() -> None:
             wait(lambda: client.info().serving, 60)
             started = time.monotonic()
             client.create_job(JOB, service("1"), args.instances)
-            wait(lambda: healthy(client, args.instances), 120)
+            wait(lambda: client.is_settled(JOB, args.instances), 120)
             baseline = time.monotonic() - started
 
             settings = Settings(
@@ -136,7 +120,7 @@ def main() -> None:
         finally:
             try:  # instances outlive a stopped scheduler by design: kill them first
                 client.kill_job(JOB)
-                wait(lambda: not _running(client), 60)
+                wait(lambda: not client.has_instances(JOB), 60)
             except Exception as e:
                 print(f"cleanup: {e}", file=sys.stderr)
             client.close()

@@ -15,7 +15,6 @@ import pytest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.process import cap_log, free_port, spawn, start_ticks
 from updater.driver import InstanceState
-from updater.errors import NotFound
 from updater.events import InstanceAction
 from updater.keys import JobKey
 from updater.settings import Settings
@@ -222,14 +221,7 @@ def test_a_killed_jobs_instances_show_until_they_are_gone(local) -> None:
     stopping = client.instances(JOB)  # the job is gone, its instances are still stopping
     assert stopping and all(not i.at_desired_config for i in stopping)
     assert {i.state for i in stopping} <= {I.KILLING, I.HEALTHY}
-    wait_until(lambda: not _running(client), timeout=30)
-
-
-def _running(client) -> bool:
-    try:
-        return bool(client.instances(JOB))
-    except NotFound:
-        return False
+    wait_until(lambda: not client.has_instances(JOB), timeout=30)
 
 
 def test_shell_commands_port_substitution_and_working_directory(local) -> None:

@@ -19,7 +19,6 @@ from scheduler.drivers.process import start_ticks
 from scheduler.drivers.records import InstanceRecords
 from scheduler.paths import Paths
 from scheduler.zkstore import ZooKeeperStorage
-from updater.driver import InstanceState
 from updater.events import InstanceAction
 from updater.keys import JobKey
 from updater.settings import Settings, Strategy
@@ -88,13 +87,6 @@ def host(zk_server, tmp_path):
     h.close()
 
 
-def all_healthy(client: PulsegateClient, count: int) -> bool:
-    found = client.instances(JOB)
-    return len(found) == count and all(
-        i.state is InstanceState.HEALTHY and i.at_desired_config for i in found
-    )
-
-
 def updated(client: PulsegateClient, key) -> list[int]:
     events = client.details(key).record.instance_events
     return [e.instance_id for e in events if e.action is InstanceAction.INSTANCE_UPDATED]
@@ -103,16 +95,16 @@ def updated(client: PulsegateClient, key) -> list[int]:
 def test_sigterm_mid_update_adopts_every_instance(host: Host) -> None:
     a, client = host.scheduler("a")
     client.create_job(JOB, service("1"), 4)
-    wait_until(lambda: all_healthy(client, 4), timeout=30)
+    wait_until(lambda: client.is_settled(JOB, 4), timeout=30)
     key = client.start_update(JOB, service("2"), 4, settings=SLOW)
     wait_until(lambda: len(updated(client, key)) >= 2, timeout=60)
     client.pause(key, "restarting the scheduler")
-    wait_until(lambda: all_healthy(client, 4), timeout=30)
+    wait_until(lambda: client.is_settled(JOB, 4), timeout=30)
     before = host.pids()
     assert a.terminate() == 0
     assert all(start_ticks(pid) is not None for pid in before.values()), "an instance died"
     _, client = host.scheduler("b")
-    wait_until(lambda: all_healthy(client, 4), timeout=30)
+    wait_until(lambda: client.is_settled(JOB, 4), timeout=30)
     assert host.pids() == before, "the new scheduler restarted a healthy instance"
     client.resume(key, "carry on")
     assert client.wait(key, interval_s=0.2, timeout_s=90).status is UpdateStatus.ROLLED_FORWARD
@@ -126,7 +118,7 @@ def test_sigterm_mid_update_adopts_every_instance(host: Host) -> None:
 def test_kill_9_mid_update_adopts_and_the_update_completes(host: Host) -> None:
     a, client = host.scheduler("a")
     client.create_job(JOB, service("1"), 4)
-    wait_until(lambda: all_healthy(client, 4), timeout=30)
+    wait_until(lambda: client.is_settled(JOB, 4), timeout=30)
     key = client.start_update(JOB, service("2"), 4, settings=SLOW)
     wait_until(lambda: len(updated(client, key)) >= 1, timeout=60)
     done_before = updated(client, key)
@@ -134,7 +126,7 @@ def test_kill_9_mid_update_adopts_and_the_update_completes(host: Host) -> None:
     a.kill()
     _, client = host.scheduler("b")
     assert client.wait(key, interval_s=0.2, timeout_s=90).status is UpdateStatus.ROLLED_FORWARD
-    wait_until(lambda: all_healthy(client, 4), timeout=30)
+    wait_until(lambda: client.is_settled(JOB, 4), timeout=30)
     after = host.pids()
     for instance in done_before:  # healthy at the new config when the old leader died
         assert after[instance] == before[instance]
