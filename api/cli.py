@@ -9,15 +9,16 @@ from collections.abc import Sequence
 
 from api import cli_heartbeat, cli_job, cli_scheduler, cli_update, demo
 from api.cli_common import EXIT_CODES, add_global_options
+from scheduler.version import VERSION
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     parser = argparse.ArgumentParser(
         prog="pulsegate",
         description="Heartbeat-gated rolling updates.",
         epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"pulsegate {VERSION}")
     add_global_options(parser)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     cli_scheduler.register(groups)

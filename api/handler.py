@@ -21,6 +21,7 @@ from api.idl import Service
 from api.idl import pulsegate as t
 from scheduler import commands
 from scheduler.codec import CorruptValue
+from scheduler.version import VERSION
 from updater.diff import diff_job
 from updater.engine import UpdateRun
 from updater.errors import (
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from scheduler.service import Scheduler
 
 log = structlog.get_logger(__name__)
-VERSION = "0.1.0"
 F = TypeVar("F", bound=Callable[..., Any])
 
 

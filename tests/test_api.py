@@ -3,6 +3,7 @@ ZooKeeper: every RPC, every heartbeat answer, input checks, auth for each role, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 
 import pytest
@@ -197,6 +198,7 @@ def test_scheduler_info(client: PulsegateClient, scheduler) -> None:
         info.serving and info.role == "leader" and info.leader_id == scheduler.config.scheduler_id
     )
     assert info.leader_address == api_address(scheduler)
+    assert info.version == importlib.metadata.version("pulsegate")
     client.ping()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.metadata
 import io
 import json
 import re
@@ -335,6 +336,11 @@ def test_errors_are_one_line_with_their_exit_code(cli: Cli) -> None:
     with pytest.raises(SystemExit) as usage:
         main(["update", "frobnicate"])
     assert usage.value.code == 2
+    cli.capsys.readouterr()
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert cli.capsys.readouterr().out == f"pulsegate {importlib.metadata.version('pulsegate')}\n"
 
     # global options before the command work too
     cli.capsys.readouterr()
