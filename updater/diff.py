@@ -9,7 +9,7 @@ import attrs
 
 from updater.errors import InvalidRequest
 from updater.job import ConfigGroup, group_configs
-from updater.ranges import Range, format_ranges, to_ids, to_ranges
+from updater.ranges import Range, format_ranges, subtract, to_ids, to_ranges
 from updater.task import TaskConfig
 
 
@@ -54,14 +54,16 @@ def diff_job(
     proposed = range(instance_count)
     wanted: set[int] | None = None
     if scope:
-        wanted = set(to_ids(scope))
-        unknown = sorted(i for i in wanted if i not in current and not 0 <= i < instance_count)
+        # Checked range by range before any id is expanded: the scope comes from the wire.
+        known = to_ranges(current) + ((Range(0, instance_count - 1),) if instance_count else ())
+        unknown = subtract(scope, known)
         if unknown:
             raise InvalidRequest(
                 "settings.updateOnlyTheseInstances",
-                f"instances {format_ranges(to_ranges(unknown))} are in neither the current "
+                f"instances {format_ranges(unknown)} are in neither the current "
                 f"nor the requested job",
             )
+        wanted = set(to_ids(scope))
     added: list[int] = []
     changed: list[int] = []
     unchanged: list[int] = []

@@ -89,3 +89,23 @@ def merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
         else:
             out.append(r)
     return tuple(out)
+
+
+def subtract(ranges: Iterable[Range], minus: Iterable[Range]) -> tuple[Range, ...]:
+    """The ids of `ranges` that are not in `minus`, as merged ranges, without expanding either:
+    a range from the wire may span two billion ids."""
+    out: list[Range] = []
+    cuts = merge(minus)
+    for r in merge(ranges):
+        first = r.first
+        for c in cuts:
+            if c.last < first or c.first > r.last:
+                continue
+            if c.first > first:
+                out.append(Range(first, c.first - 1))
+            first = c.last + 1
+            if first > r.last:
+                break
+        if first <= r.last:
+            out.append(Range(first, r.last))
+    return tuple(out)

@@ -1,11 +1,13 @@
 """Job diff: added, changed, removed, unchanged; scoped; no-op."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from updater.diff import diff_job
 from updater.errors import InvalidRequest, NoopUpdate
 from updater.job import Job
-from updater.ranges import Range
+from updater.ranges import Range, subtract, to_ids, to_ranges
 from updater.record import UpdateRequest, plan_update
 from updater.settings import Settings
 from updater.status import UpdateStatus
@@ -53,6 +55,22 @@ def test_scope_with_unknown_ids_is_refused() -> None:
         diff_job(current(5), NEW, 5, (Range(3, 9),))
     assert raised.value.field == "settings.updateOnlyTheseInstances"
     assert "5-9" in raised.value.rule
+
+
+def test_a_scope_spanning_every_possible_id_is_refused_without_expanding_it() -> None:
+    # One range from the wire may cover 2^31 ids; expanding it would take the leader's memory.
+    with pytest.raises(InvalidRequest) as raised:
+        diff_job(current(3), NEW, 3, (Range(0, 2**31 - 1), Range(5, 2**31 - 1)))
+    assert "3-2147483647" in raised.value.rule
+
+
+ids = st.lists(st.integers(0, 40), max_size=25)
+
+
+@given(ids, ids)
+def test_subtract_matches_set_difference(a: list[int], b: list[int]) -> None:
+    assert subtract(to_ranges(a), to_ranges(b)) == to_ranges(set(a) - set(b))
+    assert to_ids(subtract(to_ranges(a), ())) == sorted(set(a))
 
 
 def test_plan_update_refuses_noop_and_starts_awaiting_pulse_when_coordinated() -> None:
