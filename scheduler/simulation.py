@@ -79,8 +79,11 @@ class Simulation:
 
     def heartbeat(self, run: UpdateRun) -> HeartbeatAnswer:
         now = self.clock.now()
-        answer, step = run.heartbeat(self.pulse, "monitor", now)
-        if step is not None:
+        answer, to_record = run.heartbeat(self.pulse, "monitor", now)
+        while to_record:
+            step = run.pulse_step(self.pulse, "monitor", now)
+            if step is None:
+                break
             self.persist(run, step)
         if self.trace is not None:
             self.trace.answers.append((now, answer))

@@ -40,6 +40,7 @@ from updater.settings import HeartbeatResume, Settings
 from updater.status import (
     AWAITING_PULSE,
     PAUSED,
+    ROLLING,
     TERMINAL,
     UpdateStatus,
     awaiting_pulse,
@@ -114,6 +115,8 @@ class UpdateRun:
         self.forward.replay(record.instance_events)
         self.backward: Progress | None = None
         self.auto_pauses = sum(1 for e in self.status_events if e.cause is Cause.AUTO_PAUSE)
+        # Past the initial wait: it has moved on a heartbeat (or an operator) at least once.
+        self._has_rolled = any(e.status.is_rolling for e in self.status_events)
         if any(e.status.is_backward for e in self.status_events):
             self._start_backward()
             assert self.backward is not None
@@ -136,12 +139,13 @@ class UpdateRun:
 
     @property
     def is_held_for_operator(self) -> bool:
-        """Blocked after heartbeats were lost, with `heartbeatResume = OPERATOR`."""
-        event = self.status_events[-1]
+        """Blocked after heartbeats were lost, with `heartbeatResume = OPERATOR`: awaiting pulse
+        after the initial wait, however it got there (a timeout, or a pause resumed while the
+        monitor was silent), so pause-then-resume cannot launder a lost monitor back in."""
         return (
             self.settings.heartbeat_resume is HeartbeatResume.OPERATOR
-            and event.status.is_awaiting_pulse
-            and event.cause is Cause.HEARTBEAT_TIMEOUT
+            and self._has_rolled
+            and self.status_events[-1].status.is_awaiting_pulse
         )
 
     def target(self, instance_id: int, backward: bool) -> TaskConfig | None:
@@ -172,17 +176,12 @@ class UpdateRun:
         if self.is_coordinated:
             if not pulse.is_tracked(self.key):
                 pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
+            lapsed = self._unrecorded_lapse(pulse)
+            if lapsed is not None:  # a late heartbeat renewed a lease that had ended
+                return Step(transition=self._timed_out(backward, lapsed))
             check = pulse.check(self.key, now)
             if check.gate is Gate.EXPIRED:
-                return Step(
-                    transition=StatusEvent(
-                        awaiting_pulse(backward),
-                        now,
-                        SYSTEM_USER,
-                        f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
-                        Cause.HEARTBEAT_TIMEOUT,
-                    )
-                )
+                return Step(transition=self._timed_out(backward, now))
             if check.gate is Gate.HOLD:
                 return Step(wake_at_ms=check.until_ms)
             wake = check.until_ms
@@ -277,6 +276,27 @@ class UpdateRun:
             cursor=starts.stop if starts else None,
         )
 
+    def _unrecorded_lapse(self, pulse: PulseMonitor) -> int | None:
+        """When a lease that ended while ROLLING_* still has to be recorded; None (and the note
+        dropped) once the status has moved since: recorded, paused, or rolled back later."""
+        lapsed = pulse.lapsed(self.key)
+        if lapsed is None:
+            return None
+        last = self.status_events[-1]
+        if last.status.is_rolling and lapsed >= last.timestamp_ms:
+            return lapsed
+        pulse.clear_lapse(self.key)
+        return None
+
+    def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
+        return StatusEvent(
+            awaiting_pulse(backward),
+            at_ms,
+            SYSTEM_USER,
+            f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
+            Cause.HEARTBEAT_TIMEOUT,
+        )
+
     def _completion(
         self, progress: Progress, backward: bool, now: int, failed: int | None = None
     ) -> StatusEvent:
@@ -301,6 +321,8 @@ class UpdateRun:
             self.status_events.append(step.transition)
             if step.transition.cause is Cause.AUTO_PAUSE:
                 self.auto_pauses += 1
+            if step.transition.status.is_rolling:
+                self._has_rolled = True
             if step.transition.status.is_backward and self.backward is None:
                 self._start_backward()
 
@@ -367,25 +389,48 @@ class UpdateRun:
             return None
         return self._move(S.ERROR, SYSTEM_USER, clip_message(message), Cause.ERROR, now)
 
-    def heartbeat(
-        self, pulse: PulseMonitor, user: str, now: int
-    ) -> tuple[HeartbeatAnswer, Step | None]:
-        """Record a heartbeat (DESIGN §3 rule 5) and, if it unblocks the update, the step that
-        moves it back to ROLLING_*."""
+    def heartbeat(self, pulse: PulseMonitor, user: str, now: int) -> tuple[HeartbeatAnswer, bool]:
+        """Record a heartbeat (DESIGN §3 rule 5), on the caller's thread. True when the leader
+        loop has something to record: the update may now leave *_AWAITING_PULSE, or this beat
+        arrived after a lease that ended unrecorded (see `pulse_step`)."""
         # The hot path of the whole product: plain lookups, no property chains.
         status = self.status_events[-1].status
         if status in TERMINAL:
-            return HeartbeatAnswer.FINISHED, None
+            return HeartbeatAnswer.FINISHED, False
         if not self._timeout_ms:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
+        lapsed = False
+        if status in ROLLING:
+            end = pulse.lease_end(self.key)
+            if end is not None and end <= now:
+                pulse.note_lapse(self.key, end)
+                lapsed = True
         pulse.beat_tracked(self.key, self._timeout_ms, now)
         if status in PAUSED:
-            return HeartbeatAnswer.PAUSED, None
-        if status in AWAITING_PULSE and not self.is_held_for_operator:
-            step = self._move(
-                rolling(status.is_backward), user, "heartbeat received", Cause.HEARTBEAT, now
-            )
-            return HeartbeatAnswer.OK, step
-        return HeartbeatAnswer.OK, None
+            return HeartbeatAnswer.PAUSED, False
+        return HeartbeatAnswer.OK, lapsed or (
+            status in AWAITING_PULSE and not self.is_held_for_operator
+        )
+
+    def pulse_step(self, pulse: PulseMonitor, user: str, now: int) -> Step | None:
+        """What heartbeats mean for the status, on the leader loop; call until it returns None.
+        A lease that ended unrecorded is recorded first, at the time it ended; then a fresh
+        heartbeat moves *_AWAITING_PULSE back to ROLLING_* (unless held for an operator). It
+        looks at the monitor now rather than at one beat, so a beat handled late cannot stretch
+        the lease (rule 2)."""
+        status = self.status
+        if not self.is_coordinated or status.is_terminal:
+            return None
+        backward = status.is_backward
+        lapsed = self._unrecorded_lapse(pulse)
+        if lapsed is not None:
+            return Step(transition=self._timed_out(backward, lapsed))
+        if (
+            status.is_awaiting_pulse
+            and not self.is_held_for_operator
+            and pulse.is_fresh(self.key, now)
+        ):
+            return self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+        return None

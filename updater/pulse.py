@@ -6,8 +6,8 @@ heartbeat. The lease ends `timeout` after the last heartbeat, or after `since` i
 arrived; an update with no heartbeat is never fresh, but it is recorded as awaiting pulse only
 once its lease has ended, so a new leader gives monitors one full timeout to find it.
 
-Thread safety: `beat` is a single dict assignment, atomic under the GIL, so RPC threads may call
-it while the leader loop reads; everything else belongs to the leader loop.
+Thread safety: `beat` and `note_lapse` are single dict operations, atomic under the GIL, so RPC
+threads may call them while the leader loop reads; everything else belongs to the leader loop.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class PulseMonitor:
         self._timeout: dict[UpdateKey, int] = {}
         self._since: dict[UpdateKey, int] = {}
         self._last: dict[UpdateKey, int] = {}
+        # Leases that ended unrecorded before a late heartbeat renewed them: key -> lease end.
+        self._lapsed: dict[UpdateKey, int] = {}
 
     def track(self, key: UpdateKey, timeout_ms: int, since_ms: int) -> None:
         """Start watching a coordinated update. Keeps an earlier heartbeat if there was one."""
@@ -54,12 +56,14 @@ class PulseMonitor:
         self._timeout.pop(key, None)
         self._since.pop(key, None)
         self._last.pop(key, None)
+        self._lapsed.pop(key, None)
 
     def clear(self) -> None:
         """Drop all memory, as a leader does when it loses its session."""
         self._timeout.clear()
         self._since.clear()
         self._last.clear()
+        self._lapsed.clear()
 
     def beat_tracked(self, key: UpdateKey, timeout_ms: int, now: int) -> None:
         """`beat`, tracking the update first if it is not yet (since `now`)."""
@@ -70,6 +74,17 @@ class PulseMonitor:
             self._last[key] = now
         elif now > last:
             self._last[key] = now
+
+    def note_lapse(self, key: UpdateKey, at_ms: int) -> None:
+        """Remember that the lease ended at `at_ms` before anyone recorded it: the heartbeat about
+        to renew it must not erase the gap from the audit trail (DESIGN §3 rule 2)."""
+        self._lapsed.setdefault(key, at_ms)
+
+    def lapsed(self, key: UpdateKey) -> int | None:
+        return self._lapsed.get(key)
+
+    def clear_lapse(self, key: UpdateKey) -> None:
+        self._lapsed.pop(key, None)
 
     def is_tracked(self, key: UpdateKey) -> bool:
         return key in self._timeout

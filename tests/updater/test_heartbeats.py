@@ -100,6 +100,73 @@ def test_rule3_operator_policy_holds_after_lost_heartbeats() -> None:
     assert run.status_events[-1].user == "bob"
 
 
+def test_rule3_pause_then_resume_while_silent_does_not_launder_the_operator_hold() -> None:
+    world = World(old_count=3)
+    run = world.start(3, coordinated(heartbeat_resume=HeartbeatResume.OPERATOR))
+    beat(world, run)
+    world.run(run, for_ms=10 * TIMEOUT)
+    assert run.is_held_for_operator
+    do(world, run, run.pause("bob", "look", world.clock.now()))
+    do(world, run, run.resume(world.pulse, "bob", "", world.clock.now()))  # still silent
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE and run.is_held_for_operator
+    assert beat(world, run) is H.OK
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE  # the toggling monitor alone: no
+    # Silence during an operator's pause is a loss too, once the update has rolled.
+    do(world, run, run.resume(world.pulse, "bob", "back", world.clock.now()))
+    assert run.status is S.ROLLING_FORWARD
+    do(world, run, run.pause("bob", "", world.clock.now()))
+    world.advance(2 * TIMEOUT)
+    do(world, run, run.resume(world.pulse, "bob", "", world.clock.now()))
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE and run.is_held_for_operator
+    assert beat(world, run) is H.OK and run.status is S.ROLL_FORWARD_AWAITING_PULSE
+
+
+def test_rule3_a_pause_in_the_initial_wait_is_not_a_loss() -> None:
+    world = World(old_count=3)
+    run = world.start(3, coordinated(heartbeat_resume=HeartbeatResume.OPERATOR))
+    do(world, run, run.pause("bob", "", world.clock.now()))
+    do(world, run, run.resume(world.pulse, "bob", "", world.clock.now()))
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE and not run.is_held_for_operator
+    assert beat(world, run) is H.OK and run.status is S.ROLLING_FORWARD
+
+
+def test_rule2_a_late_heartbeat_does_not_hide_a_lease_that_ended_unrecorded() -> None:
+    # The leader loop was late (or its write failed): the lease ended, nobody recorded it, and
+    # a heartbeat arrives. The gap goes into the audit trail at the lease end, before anything.
+    world = World(old_count=3)
+    run = world.start(3, coordinated())
+    beat(world, run)
+    world.step(run)
+    ended = world.clock.now() + TIMEOUT
+    world.advance(TIMEOUT + 500)
+    assert run.status is S.ROLLING_FORWARD  # nobody looked in time
+    answer, to_record = run.heartbeat(world.pulse, "m", world.clock.now())
+    assert (answer, to_record) == (H.OK, True)
+    step = run.plan(world.sim.instances(run.key.job), world.pulse, world.clock.now())
+    assert not step.actions  # the plan records the lapse first, although the beat is fresh
+    assert step.transition.status is S.ROLL_FORWARD_AWAITING_PULSE
+    assert (step.transition.timestamp_ms, step.transition.cause) == (ended, Cause.HEARTBEAT_TIMEOUT)
+    do(world, run, step)
+    do(world, run, run.pulse_step(world.pulse, "m", world.clock.now()))  # AUTO: back at once
+    assert [e.status for e in run.status_events[-2:]] == [
+        S.ROLL_FORWARD_AWAITING_PULSE,
+        S.ROLLING_FORWARD,
+    ]
+    assert run.pulse_step(world.pulse, "m", world.clock.now()) is None
+    assert world.step(run).actions or run.counts().in_flight
+
+
+def test_rule2_a_heartbeat_handled_late_counts_from_when_it_arrived() -> None:
+    world = World(old_count=3)
+    run = world.start(3, coordinated())
+    arrived = world.clock.now()
+    assert run.heartbeat(world.pulse, "m", arrived) == (H.OK, True)
+    # The loop gets to it only after the lease it started has ended: no unblock.
+    assert run.pulse_step(world.pulse, "m", arrived + TIMEOUT) is None
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE
+    assert run.pulse_step(world.pulse, "m", arrived + TIMEOUT - 1) is not None
+
+
 def test_rule4_heartbeats_are_never_written() -> None:
     world = World(old_count=3)
     run = world.start(3, coordinated())
