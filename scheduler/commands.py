@@ -8,6 +8,7 @@ import uuid
 
 import structlog
 
+from scheduler.fencing import UnknownOutcome
 from scheduler.leader import LeaderLoop
 from updater.engine import UpdateRun
 from updater.errors import Unavailable
@@ -33,7 +34,11 @@ def start_update(loop: LeaderLoop, request: UpdateRequest, user: str, message: s
             now,
             loop.max_instances,
         )
-        loop.store.start_update(record)
+        try:
+            loop.store.start_update(record)
+        except UnknownOutcome:
+            loop.request_reload(record.key)  # it may have landed: then it must run
+            raise
         loop.adopt(record, since=now)
         log.info("update_started", update=str(record.key), user=user)
         return record.key
@@ -56,7 +61,8 @@ def update_command(loop: LeaderLoop, key: UpdateKey, verb: str, user: str, messa
         else:
             step = getattr(update, verb)(user, message, now)
         if step is not None and active is not None:
-            loop.apply(active, step)
+            if not loop.apply(active, step):  # a command must not look done when it is not
+                raise Unavailable(f"the {verb} of {key} was not recorded; retry")
         elif step is not None:  # active in storage but not in memory yet: reload, retry
             loop.request_reload(key)
             raise Unavailable("update state changed; retry")

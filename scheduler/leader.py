@@ -146,17 +146,21 @@ class LeaderLoop:
     def beat(self, run: UpdateRun, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
         """Record a heartbeat for a run in memory. Unblocking the update (a status change to
         persist) is handed to the loop without waiting."""
-        answer, step = run.heartbeat(self.pulse, user, self.clock.now())
-        if step is not None:
+        first = self.pulse.last_beat(run.key) is None
+        answer, to_record = run.heartbeat(self.pulse, user, self.clock.now())
+        if to_record:
             with self._cv:
                 self._unblock[run.key] = user
                 self._cv.notify_all()
+        elif first:  # a rolling update held since takeover may act now, not at its lease end
+            self._mark(run.key)
         return answer, run.status_events[-1].status
 
     def _final_status(self, key: UpdateKey) -> UpdateStatus:
         """The status of an update that is not active here: NotFound if there is none."""
         record = self.store.get_update(key)
         if record.status.is_active:
+            self.request_reload(key)  # e.g. a start whose write outcome was unknown
             raise Unavailable(f"update {key} is not loaded yet; retry")
         self.memory.remember_finished(key, record.status)
         return record.status
@@ -229,10 +233,10 @@ class LeaderLoop:
                 future.set_exception(e)
         for key, user in unblock.items():
             run = self.runs.get(key)
-            if run is not None:
-                _, step = run.heartbeat(self.pulse, user, self.clock.now())
-                if step is not None:
-                    self.apply(run, step)
+            while run is not None:
+                step = run.pulse_step(self.pulse, user, self.clock.now())
+                if step is None or not self.apply(run, step):
+                    break
         for key in dirty:
             run = self.runs.get(key)
             if run is not None:
@@ -254,8 +258,10 @@ class LeaderLoop:
             self._reload.add(key)
 
     def _mark(self, key: UpdateKey) -> None:
+        """Plan this update again on the next turn (callable from any thread)."""
         with self._cv:
             self._dirty.add(key)
+            self._cv.notify_all()
 
     def _schedule(self, at_ms: int, key: UpdateKey | None) -> None:
         with self._cv:
@@ -269,8 +275,9 @@ class LeaderLoop:
         self.apply(run, step)
         self.metrics.step_seconds.observe(time.perf_counter() - started)
 
-    def apply(self, run: UpdateRun, step: Step) -> None:
-        """Persist a step (fenced), commit it to memory, then act: the one way updates change."""
+    def apply(self, run: UpdateRun, step: Step) -> bool:
+        """Persist a step (fenced), commit it to memory, then act: the one way updates change.
+        False when nothing was persisted (not the leader, storage down, outcome unknown)."""
         key = run.key
         if step.actions or step.has_writes:
             if (
@@ -279,7 +286,7 @@ class LeaderLoop:
                 and not self.pulse.is_fresh(key, self.clock.now())
             ):
                 self._mark(key)  # the lease ended since planning: plan again
-                return
+                return False
             write = UpdateWrite.make(
                 key,
                 len(run.status_events),
@@ -288,7 +295,7 @@ class LeaderLoop:
                 step.desired_changes(),
             )
             if not self._write(run, write):
-                return
+                return False
         run.commit(step)
         self._count(run, step.transition, step.instance_events)
         # The last gate before acting: still the leader, and the heartbeat still fresh now.
@@ -302,6 +309,7 @@ class LeaderLoop:
             self._finish(run)
         elif step.has_writes:
             self._mark(key)
+        return True
 
     def _pulse_ok(self, run: UpdateRun) -> bool:
         return not run.is_coordinated or self.pulse.is_fresh(run.key, self.clock.now())

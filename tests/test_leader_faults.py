@@ -1,0 +1,115 @@
+"""The leader loop when a write fails or its outcome is unknown, and heartbeats after a takeover:
+an in-process scheduler on the real ZooKeeper, with one storage call made to fail."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from scheduler import commands
+from scheduler.fencing import UnknownOutcome
+from updater.errors import Unavailable
+from updater.events import InstanceAction
+from updater.keys import JobKey
+from updater.record import UpdateRequest
+from updater.settings import Settings, Strategy
+from updater.status import UpdateStatus as S
+from updater.task import TaskConfig
+
+from cluster import FAST_SIM, client_for, start_scheduler, wait_serving
+from waiting import wait_until
+
+JOB = JobKey("www", "prod", "faults")
+V1 = TaskConfig.make(["server", "--version=1"], labels=FAST_SIM)
+V2 = TaskConfig.make(["server", "--version=2"], labels=FAST_SIM)
+SLOW = Settings(min_wait_in_instance_running_ms=600_000, strategy=Strategy.batch(1))
+
+
+def fail_once(monkeypatch, target: object, name: str, error: Exception, land: bool) -> None:
+    """Make `target.name` fail once: before doing anything, or after its effect landed."""
+    real = getattr(target, name)
+
+    def failing(*args, **kwargs):
+        monkeypatch.setattr(target, name, real)
+        if land:
+            real(*args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(target, name, failing)
+
+
+@pytest.fixture
+def leader(zk_server, tmp_path):
+    s = start_scheduler(zk_server.hosts, f"/faults-{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        yield wait_serving(s)
+    finally:
+        s.stop()
+
+
+def test_a_command_whose_write_fails_is_not_reported_done(leader, monkeypatch) -> None:
+    with client_for(leader) as client:
+        client.create_job(JOB, V1, 2)
+        key = client.start_update(JOB, V2, 2, settings=SLOW)
+        loop = leader.loop
+        fail_once(monkeypatch, loop.store, "write", Unavailable("ZooKeeper blip"), land=False)
+        with pytest.raises(Unavailable, match="not recorded"):
+            commands.update_command(loop, key, "pause", "al", "stop")
+        assert client.details(key).status is S.ROLLING_FORWARD
+        commands.update_command(loop, key, "pause", "al", "stop")  # the retry lands
+        assert client.details(key).status is S.ROLL_FORWARD_PAUSED
+
+
+def test_a_start_whose_outcome_is_unknown_runs_if_it_landed(leader, monkeypatch) -> None:
+    with client_for(leader) as client:
+        client.create_job(JOB, V1, 2)
+        loop = leader.loop
+        fail_once(monkeypatch, loop.store, "start_update", UnknownOutcome("lost"), land=True)
+        request = UpdateRequest(JOB, V2, 2, Settings(min_wait_in_instance_running_ms=0))
+        with pytest.raises(UnknownOutcome):
+            commands.start_update(loop, request, "al", "")
+        [summary] = client.summaries(job=JOB)
+        done = client.wait(summary.key, interval_s=0.05, timeout_s=30)
+        assert done.status is S.ROLLED_FORWARD
+
+
+def test_after_a_takeover_a_heartbeat_lets_a_rolling_update_act_at_once(
+    zk_server, tmp_path
+) -> None:
+    """Rule 8: no action until a heartbeat reaches the new leader, and then at once, not when
+    the lease counted from the takeover ends (a minute here)."""
+    root = f"/takeover-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        min_wait_in_instance_running_ms=50,
+        strategy=Strategy.queue(1),
+        heartbeat_timeout_ms=60_000,
+    )
+    first = wait_serving(start_scheduler(zk_server.hosts, root, tmp_path / "a"))
+    with client_for(first) as client:
+        client.create_job(JOB, V1, 4)
+        key = client.start_update(JOB, V2, 4, settings=settings)
+        client.heartbeat(key)
+        wait_until(lambda: done(client, key) >= 1, timeout=30)
+    first.stop()  # releases leadership at once; the update stays ROLLING_FORWARD
+    second = wait_serving(start_scheduler(zk_server.hosts, root, tmp_path / "b"))
+    try:
+        with client_for(second) as client:
+            assert client.details(key).status is S.ROLLING_FORWARD
+            before = done(client, key)
+            client.heartbeat(key)
+            wait_until(
+                lambda: done(client, key) > before,
+                timeout=20,
+                message="the update waited for the lease instead of the heartbeat",
+            )
+    finally:
+        second.stop()
+
+
+def done(client, key) -> int:
+    return sum(
+        1
+        for e in client.details(key).record.instance_events
+        if e.action is InstanceAction.INSTANCE_UPDATED
+    )
