@@ -67,14 +67,25 @@ class Leadership:
         self._seen_session: int | None = None
         self._wake = threading.Event()
         self._stopping = False
+        self._role_lock = threading.Lock()  # stop() and _set_role(): STOPPED is final
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         client.add_listener(self._listen)
 
     # -- what others ask -----------------------------------------------------------------------
 
     def is_acting(self) -> bool:
-        """True only while this scheduler leads and is connected: the gate for every action."""
-        return self.role is Role.LEADER and self._connected
+        """True only while this scheduler leads and is connected: the gate for every action.
+
+        Also false while a session loss is pending, and on any session other than the one our
+        election node lives in: the listener may already have seen CONNECTED on a new session
+        before the election thread demoted us."""
+        return (
+            self.role is Role.LEADER
+            and self._connected
+            and not self._lost
+            and self._node_session is not None
+            and self._node_session == self._session()
+        )
 
     def node(self) -> str:
         """The fence: our election node, or NotLeader."""
@@ -115,11 +126,12 @@ class Leadership:
     def stop(self) -> None:
         """Release leadership at once: delete our nodes (closing the session would do it too,
         but this is immediate even if the caller keeps the client)."""
-        self._stopping = True
-        was = self.role
-        self.role = Role.STOPPED
+        with self._role_lock:  # an in-flight _step cannot take the role back after this
+            self._stopping = True
+            was, self.role = self.role, Role.STOPPED
         self._wake.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         for path in (self.paths.leader if was is Role.LEADER else None, self._node):
             if path is None:
                 continue
@@ -155,12 +167,22 @@ class Leadership:
             self._lost = True
         self._wake.set()
 
+    def _session(self) -> int | None:
+        client_id = self.client.client_id
+        return client_id[0] if client_id else None
+
+    def _on_predecessor(self, event: Any) -> None:
+        # One bound method for every step: kazoo keeps watchers in a set, so registering it
+        # again on the same path adds nothing (a new lambda each step would pile up).
+        self._wake.set()
+
     def _set_role(self, role: Role, why: str) -> None:
-        if role is self.role:
-            return
-        previous, self.role = self.role, role
-        if role is Role.LEADER and previous is not Role.SUSPENDED:
-            self.epoch += 1
+        with self._role_lock:
+            if role is self.role or self._stopping:  # once stopped, no role change
+                return
+            previous, self.role = self.role, role
+            if role is Role.LEADER and previous is not Role.SUSPENDED:
+                self.epoch += 1
         log.info(
             "leadership_changed",
             role=role.value,
@@ -185,20 +207,22 @@ class Leadership:
                 log.exception("election_failed")
 
     def _step(self) -> None:
+        if self._stopping:
+            return  # no new node, no role: stop() has released everything
         state = self.client.state
         if state != self._last_state and (self._last_state or state == KazooState.CONNECTED):
             log.info("zookeeper_state", state=str(state).lower())  # once per change
         self._last_state = state
         if self._lost:
-            self._lost = False
             self._node = None
             if self.role in (Role.LEADER, Role.SUSPENDED):
                 self._set_role(Role.FOLLOWER, "session lost")
+            self._lost = False  # only once demoted: is_acting() relies on it until then
         if state != KazooState.CONNECTED:
             if self.role is Role.LEADER:
                 self._set_role(Role.SUSPENDED, "connection suspended")
             return
-        session = self.client.client_id[0] if self.client.client_id else None
+        session = self._session()
         if session != self._seen_session:
             self._seen_session = session
             self._write_session_file()
@@ -214,8 +238,9 @@ class Leadership:
                 self.paths.election_prefix, value, ephemeral=True, sequence=True
             )
             self._node_session = session
+        node = self._node  # stop() may clear it while we are here
         children = sorted(self.client.get_children(self.paths.election))
-        mine = self._node.rsplit("/", 1)[1]
+        mine = node.rsplit("/", 1)[1]
         if mine not in children:
             self._node = None
             self._wake.set()
@@ -227,7 +252,7 @@ class Leadership:
         if self.role in (Role.LEADER, Role.SUSPENDED):
             self._set_role(Role.FOLLOWER, "no longer the lowest election node")
         predecessor = f"{self.paths.election}/{children[index - 1]}"
-        if self.client.exists(predecessor, watch=lambda event: self._wake.set()) is None:
+        if self.client.exists(predecessor, watch=self._on_predecessor) is None:
             self._wake.set()  # gone already: look again
 
     def _write_session_file(self) -> None:

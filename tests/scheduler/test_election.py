@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from updater.storage import UpdateWrite
 
 from builders import JOB, NEW, OLD
 from conftest import CONNECTION_RETRY
+from procs import expire_session
 from waiting import wait_until
 
 
@@ -139,3 +141,89 @@ def test_session_file_for_tests(zk_server: EmbeddedZooKeeper, paths: Paths, tmp_
         leadership.stop()
         client.stop()
         client.close()
+
+
+@pytest.fixture
+def unstarted(zk_server: EmbeddedZooKeeper, paths: Paths) -> Iterator[Leadership]:
+    """A leadership whose election thread never runs: the test drives `_step` itself, so the
+    interleavings below are deterministic."""
+    leadership = Leadership(client_for(zk_server.hosts), paths, {"id": "driven"})
+    leadership._connected = leadership.client.connected
+    yield leadership
+    leadership.stop()
+    leadership.client.stop()
+    leadership.client.close()
+
+
+def test_a_follower_keeps_one_watcher_on_its_predecessor(
+    pair: list[Leadership], unstarted: Leadership
+) -> None:
+    a, b = pair
+    wait_until(lambda: b._node is not None, message="b has no election node")
+    follower = unstarted
+    for _ in range(200):  # 200 seconds of a follower's life
+        follower._step()
+    assert follower.role is Role.FOLLOWER
+    children = sorted(follower.client.get_children(follower.paths.election))
+    mine = children.index(follower._node.rsplit("/", 1)[1])
+    predecessor = f"{follower.paths.election}/{children[mine - 1]}"
+    assert len(follower.client._data_watchers[predecessor]) == 1
+    assert sum(len(w) for w in follower.client._data_watchers.values()) == 1
+    # The one watcher still does its job: it wakes the follower when the predecessor goes.
+    follower._wake.clear()
+    b.stop()  # b is the predecessor
+    wait_until(follower._wake.is_set, message="the predecessor's deletion did not wake us")
+    a.stop()
+    wait_until(lambda: (follower._step(), follower.role is Role.LEADER)[1])
+
+
+def test_stop_during_a_step_is_final(unstarted: Leadership) -> None:
+    leadership = unstarted
+    changes: list[Role] = []
+    leadership.on_change = lambda: changes.append(leadership.role)
+    client, real = leadership.client, leadership.client.get_children
+    midway = threading.Event()
+
+    def stop_lands_here(path: str) -> list[str]:
+        # In the election thread, between reading the election and taking the role: hold the
+        # step until stop() has marked us STOPPED (stop then waits for this step to end).
+        children = real(path)
+        midway.set()
+        wait_until(lambda: leadership.role is Role.STOPPED, message="stop() did not begin")
+        return children
+
+    client.get_children = stop_lands_here  # type: ignore[method-assign]
+    leadership.start()
+    wait_until(midway.is_set, message="the first step did not run")
+    leadership.stop()
+    assert leadership.role is Role.STOPPED and leadership.epoch == 0 and changes == []
+    client.get_children = real  # type: ignore[method-assign]
+    leadership._step()  # a step after stop does nothing either: no new node, no role
+    assert leadership.role is Role.STOPPED and leadership._node is None
+    assert client.get_children(leadership.paths.election) == []
+    assert not leadership.is_acting()
+
+
+def test_not_acting_on_a_new_session_before_the_election_thread_notices(
+    unstarted: Leadership, zk_server: EmbeddedZooKeeper
+) -> None:
+    leadership = unstarted
+    leadership._step()
+    assert leadership.is_acting() and leadership.epoch == 1
+    old = leadership.client.client_id
+    expire_session(zk_server.hosts, old)
+    wait_until(
+        lambda: leadership._connected and leadership.client.client_id not in (None, old),
+        timeout=15,
+        message="no new session",
+    )
+    # The listener saw LOST then CONNECTED; no step ran, so the role still says LEADER.
+    assert leadership.role is Role.LEADER and leadership._lost
+    assert not leadership.is_acting()
+    with pytest.raises(NotLeader):
+        leadership.node()
+    leadership._lost = False  # even with the flag gone, the session is not the one we won with
+    assert not leadership.is_acting()
+    leadership._lost = True
+    leadership._step()  # demoted, contends again with a new node, and leads a new term
+    assert leadership.is_acting() and leadership.epoch == 2
