@@ -78,6 +78,7 @@ class LeaderLoop:
         self.hot = self.memory.hot
         self.by_job = self.memory.by_job
         self.serving_epoch: int | None = None
+        self._published_epoch: int | None = None
         self.takeover_ms = 0
         self._cv = threading.Condition()
         self._dirty: set[UpdateKey] = set()
@@ -209,6 +210,8 @@ class LeaderLoop:
             self._rehydrate()
             return
         self.metrics.set_leader(True)
+        if self._published_epoch != self.serving_epoch:
+            self._publish()
         if not self._driver_acting:
             self.driver.set_acting(True)  # same term again after a suspension
             self._driver_acting = True
@@ -433,10 +436,18 @@ class LeaderLoop:
         for key, why in broken:
             log.error("update_unreadable", update=str(key), why=why)
             self.metrics.error("unreadable_update")
+        self._publish()
+
+    def _publish(self) -> None:
+        """Tell clients and followers where the leader serves; retried every turn until it
+        lands, or followers would answer "no leader" for the whole term."""
         try:
             self.on_serving()
-        except PulsegateError as e:
-            log.warning("serving_not_published", why=e.message)
+        except Exception as e:  # fenced write refused, or the connection dropped under it
+            log.warning("serving_not_published", why=str(e) or type(e).__name__)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        self._published_epoch = self.serving_epoch
 
     def _reload_update(self, key: UpdateKey) -> None:
         """Rebuild one update from storage after a write whose outcome is unknown. Its

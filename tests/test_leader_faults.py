@@ -113,3 +113,18 @@ def done(client, key) -> int:
         for e in client.details(key).record.instance_events
         if e.action is InstanceAction.INSTANCE_UPDATED
     )
+
+
+def test_a_failed_leadership_announcement_is_retried(zk_server, tmp_path, monkeypatch) -> None:
+    from kazoo.exceptions import ConnectionLoss
+
+    from scheduler.election import Leadership
+
+    fail_once(monkeypatch, Leadership, "publish_serving", ConnectionLoss(), land=False)
+    s = wait_serving(start_scheduler(zk_server.hosts, f"/publish-{uuid.uuid4().hex[:8]}", tmp_path))
+    try:
+        path = s.leadership.paths.leader
+        wait_until(lambda: s.client.exists(path), timeout=20, message="never published")
+        assert b'"serving": true' in s.client.get(path)[0]
+    finally:
+        s.stop()
