@@ -89,6 +89,7 @@ class LeaderLoop:
         self._stopping = False
         self._next_prune = 0
         self._driver_acting = False
+        self._acting_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="leader-loop", daemon=True)
         driver.set_listener(self._driver_changed)
 
@@ -202,9 +203,7 @@ class LeaderLoop:
                 self._drop("leadership lost")
             self._fail_commands(NotLeader("this scheduler is not the acting leader"))
             self.metrics.set_leader(False)
-            if self._driver_acting:
-                self.driver.set_acting(False)  # keep observing, stop acting
-                self._driver_acting = False
+            self._set_driver_acting(False)  # keep observing, stop acting
             return
         if self.serving_epoch != self.leadership.epoch:
             self._rehydrate()
@@ -212,9 +211,7 @@ class LeaderLoop:
         self.metrics.set_leader(True)
         if self._published_epoch != self.serving_epoch:
             self._publish()
-        if not self._driver_acting:
-            self.driver.set_acting(True)  # same term again after a suspension
-            self._driver_acting = True
+        self._set_driver_acting(True)  # same term again after a suspension
         with self._cv:
             commands, self._commands = self._commands, []
             unblock, self._unblock = self._unblock, {}
@@ -240,13 +237,32 @@ class LeaderLoop:
                 step = run.pulse_step(self.pulse, user, self.clock.now())
                 if step is None or not self.apply(run, step):
                     break
-        for key in dirty:
+        for i, key in enumerate(dirty_keys := list(dirty)):
+            if not self.leadership.is_acting():  # suspended mid-turn: keep the rest for later
+                with self._cv:
+                    self._dirty.update(dirty_keys[i:])
+                break
             run = self.runs.get(key)
             if run is not None:
                 self._advance(run)
         if self.clock.now() >= self._next_prune:
             self._next_prune = self.clock.now() + self.prune_interval_ms
             self._prune()
+
+    def leadership_changed(self) -> None:
+        """On the election thread, at once: a leader that stops acting stops its driver now,
+        not at the loop's next turn (which may be stuck in a ZooKeeper call)."""
+        if not self.leadership.is_acting():
+            self._set_driver_acting(False)
+        self.wake()
+
+    def _set_driver_acting(self, acting: bool) -> None:
+        with self._acting_lock:  # the election thread and the loop both switch it
+            if acting and not self.leadership.is_acting():
+                return
+            if acting != self._driver_acting:
+                self.driver.set_acting(acting)
+                self._driver_acting = acting
 
     def _fail_commands(self, error: Exception) -> None:
         with self._cv:
@@ -410,14 +426,17 @@ class LeaderLoop:
         takeover = self.takeover_ms = self.clock.now()
         try:
             loaded = self.store.load_active()
+            for record in loaded.values():
+                if isinstance(record, Unavailable):
+                    raise record  # an update read half-way would sit out the whole term
             jobs = self.store.load_jobs()
-        except Unavailable as e:
+            # Adopt what runs before acting, so nothing is corrected against a stale picture.
+            self.driver.takeover({job.key: job.instances() for job in jobs})
+        except PulsegateError as e:  # down, or a corrupt job: retry, never act on a guess
             log.warning("rehydrate_failed", why=e.message)
             self._schedule(self.clock.now() + RETRY_MS, None)
             return
-        self.driver.set_acting(True)
-        self._driver_acting = True
-        self.driver.takeover({job.key: job.instances() for job in jobs})
+        self._set_driver_acting(True)
         broken: list[tuple[UpdateKey, str]] = []
         for key, record in loaded.items():
             if isinstance(record, NotFound):
@@ -465,6 +484,11 @@ class LeaderLoop:
             with self._cv:
                 self._reload.add(key)
             self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        except PulsegateError as e:  # corrupt in storage: it cannot go on; say so, loudly
+            log.error("update_unreadable", update=str(key), why=e.message)
+            self.metrics.error("unreadable_update")
+            self.memory.pulse.forget(key)
             return
         if record.status.is_terminal:
             self.memory.finish(key, record.status)

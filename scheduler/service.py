@@ -196,7 +196,7 @@ class Scheduler:
 
     def _leadership_changed(self) -> None:
         if self.loop is not None:
-            self.loop.wake()
+            self.loop.leadership_changed()
 
     def _serving(self) -> None:
         assert self.leadership is not None and self.loop is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, KazooException, NoNodeError, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
@@ -26,6 +27,7 @@ from updater.status import UpdateStatus
 from updater.storage import UpdateSummary
 from updater.task import TaskConfig
 
+log = structlog.get_logger(__name__)
 LOST = (ConnectionLoss, SessionExpiredError, KazooTimeoutError)
 
 
@@ -198,15 +200,19 @@ class ZooKeeperReader:
                 data, _ = self._wait(result, str(k))
             except NoNodeError:
                 continue
-            v = codec.loads(data, f"state of {k}")
-            out.append(
-                UpdateSummary(
-                    k,
-                    v["user"],
-                    UpdateStatus(v["status"]),
-                    v["created_ms"],
-                    v["last_modified_ms"],
-                    tuple((a, b) for a, b in v.get("metadata", [])),
-                )
-            )
+            try:
+                out.append(codec.decode(lambda v, k=k: _summary(k, v), data, f"state of {k}"))
+            except codec.CorruptValue as e:  # one bad znode must not hide every other update
+                log.error("update_unreadable", update=str(k), why=e.message)
         return out
+
+
+def _summary(key: UpdateKey, v: Any) -> UpdateSummary:
+    return UpdateSummary(
+        key,
+        v["user"],
+        UpdateStatus(v["status"]),
+        v["created_ms"],
+        v["last_modified_ms"],
+        tuple((a, b) for a, b in v.get("metadata", [])),
+    )

@@ -246,6 +246,8 @@ class ZooKeeperStorage(ZooKeeperReader):
 
     def write(self, write: UpdateWrite, _retry: bool = True) -> None:
         key = write.key
+        if self.fence is not None:
+            self.fence.node()  # a deposed leader stops here, before any read can block it
         state, version = self._cached_state(key)
         if state["status_count"] != write.expected_status_events:
             self._states.pop(key, None)

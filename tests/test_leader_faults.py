@@ -128,3 +128,27 @@ def test_a_failed_leadership_announcement_is_retried(zk_server, tmp_path, monkey
         assert b'"serving": true' in s.client.get(path)[0]
     finally:
         s.stop()
+
+
+def test_one_corrupt_update_does_not_hide_the_others(leader) -> None:
+    other = JobKey("www", "prod", "other")
+    quick = Settings(min_wait_in_instance_running_ms=0)
+    with client_for(leader) as client:
+        keys = []
+        for job in (JOB, other):
+            client.create_job(job, V1, 1)
+            keys.append(client.start_update(job, V2, 1, settings=quick))
+            client.wait(keys[-1], interval_s=0.05, timeout_s=30)
+        leader.client.set(leader.store.paths.state(keys[0]), b"{not json")
+        assert [s.key for s in client.summaries()] == [keys[1]]
+
+
+def test_a_leader_that_stops_acting_stops_its_driver_at_once(leader, monkeypatch) -> None:
+    """Not at the loop's next turn: that may be stuck in a ZooKeeper call for seconds."""
+    sim = leader.driver._sim
+    assert sim.acting
+    monkeypatch.setattr(leader.leadership, "is_acting", lambda: False)
+    leader.leadership.on_change()  # what the election thread calls on SUSPENDED
+    assert not sim.acting
+    monkeypatch.undo()
+    wait_until(lambda: sim.acting, timeout=10, message="the driver did not act again")
