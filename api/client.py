@@ -41,14 +41,13 @@ from updater.errors import (
 )
 from updater.job import Job
 from updater.keys import JobKey, UpdateKey
-from updater.record import UpdateRequest
+from updater.record import REQUEST_ID, UpdateRequest
 from updater.settings import Settings
 from updater.status import UpdateStatus
 from updater.storage import UpdateSummary
 from updater.task import TaskConfig
 
 T = TypeVar("T")
-REQUEST_ID = "pulsegate.request_id"
 _LOST = (TTransportException, OSError, EOFError, ConnectionError)
 
 
@@ -183,12 +182,18 @@ class PulsegateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(
+        self, method: str, *args: Any, done_if: Callable[[Exception], bool] | None = None
+    ) -> Any:
         """Call with retries: a lost connection or Unavailable is retried with backoff (capped at
-        2 s) until `retry_for_s` has passed, rediscovering the leader each time."""
+        2 s) until `retry_for_s` has passed, rediscovering the leader each time. An attempt that
+        failed that way may still have been applied: if a later attempt then fails with an error
+        that `done_if` recognises (the job already exists, is already gone), the call is done."""
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.1
+        retried = False
         while True:
+            error: Exception | None = None
             with self._lock:
                 try:
                     if self._client is None:
@@ -203,9 +208,14 @@ class PulsegateClient:
                 except Unavailable as e:
                     last = e
                 except Exception as e:
-                    raise _domain(e) from None
+                    error = _domain(e)
+            if error is not None:  # outside the lock: done_if may call the scheduler itself
+                if retried and done_if is not None and done_if(error):
+                    return None
+                raise error
             if time.monotonic() + delay > deadline:
                 raise last
+            retried = True
             time.sleep(delay)
             delay = min(2.0, delay * 2)
 
@@ -232,13 +242,8 @@ class PulsegateClient:
             settings or Settings(),
             (*tuple(metadata), (REQUEST_ID, request_id)),
         )
-        try:
-            key = self._call("startJobUpdate", convert.request_out(request), message, self._auth())
-        except UpdateConflict as e:
-            active = self.summaries(key=e.active)
-            if active and (REQUEST_ID, request_id) in active[0].metadata:
-                return e.active  # our own earlier attempt went through
-            raise
+        # The leader answers a retry carrying the same request id with the first attempt's key.
+        key = self._call("startJobUpdate", convert.request_out(request), message, self._auth())
         return views.update_key(key)
 
     def pause(self, key: UpdateKey, message: str = "") -> None:
@@ -306,7 +311,22 @@ class PulsegateClient:
             taskConfig=convert.task_out(config),
             instanceCount=instance_count,
         )
-        self._call("createJob", value, self._auth())
+        self._call(
+            "createJob",
+            value,
+            self._auth(),
+            done_if=lambda e: (
+                isinstance(e, InvalidRequest)
+                and e.field == "config.key"
+                and self._has_job(job, config, instance_count)
+            ),
+        )
+
+    def _has_job(self, job: JobKey, config: TaskConfig, instance_count: int) -> bool:
+        try:
+            return self.get_job(job).instances() == dict.fromkeys(range(instance_count), config)
+        except NotFound:
+            return False
 
     def get_job(self, job: JobKey) -> Job:
         return views.job(self._call("getJob", convert.job_key_out(job), self._auth()))
@@ -333,7 +353,13 @@ class PulsegateClient:
             return False
 
     def kill_job(self, job: JobKey, message: str = "") -> None:
-        self._call("killJob", convert.job_key_out(job), message, self._auth())
+        self._call(
+            "killJob",
+            convert.job_key_out(job),
+            message,
+            self._auth(),
+            done_if=lambda e: isinstance(e, NotFound),
+        )
 
     # -- cluster -----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from updater.engine import UpdateRun
 from updater.errors import Unavailable
 from updater.job import Job
 from updater.keys import JobKey, UpdateKey
-from updater.record import UpdateRequest, plan_update
+from updater.record import REQUEST_ID, UpdateRequest, plan_update
 
 log = structlog.get_logger(__name__)
 VERBS = frozenset({"pause", "resume", "abort", "rollback"})
@@ -24,6 +24,9 @@ def start_update(loop: LeaderLoop, request: UpdateRequest, user: str, message: s
     """Validate against the job, store the update with its job's lock, and start running it."""
 
     def run() -> UpdateKey:
+        earlier = _same_request(loop, request)
+        if earlier is not None:
+            return earlier  # a retry of a start that went through: do not start it twice
         now = loop.clock.now()
         record, _ = plan_update(
             request,
@@ -44,6 +47,14 @@ def start_update(loop: LeaderLoop, request: UpdateRequest, user: str, message: s
         return record.key
 
     return loop.call(run)
+
+
+def _same_request(loop: LeaderLoop, request: UpdateRequest) -> UpdateKey | None:
+    """The update a client already started with this request id, if it tagged one."""
+    tag = next(((k, v) for k, v in request.metadata if k == REQUEST_ID), None)
+    if tag is None:
+        return None
+    return next((s.key for s in loop.store.summaries(request.job) if tag in s.metadata), None)
 
 
 def update_command(loop: LeaderLoop, key: UpdateKey, verb: str, user: str, message: str) -> None:

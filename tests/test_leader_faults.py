@@ -12,7 +12,7 @@ from scheduler.fencing import UnknownOutcome
 from updater.errors import Unavailable
 from updater.events import InstanceAction
 from updater.keys import JobKey
-from updater.record import UpdateRequest
+from updater.record import REQUEST_ID, UpdateRequest
 from updater.settings import Settings, Strategy
 from updater.status import UpdateStatus as S
 from updater.task import TaskConfig
@@ -152,3 +152,31 @@ def test_a_leader_that_stops_acting_stops_its_driver_at_once(leader, monkeypatch
     assert not sim.acting
     monkeypatch.undo()
     wait_until(lambda: sim.acting, timeout=10, message="the driver did not act again")
+
+
+def test_a_retried_start_finds_its_first_attempt_even_once_it_finished(leader) -> None:
+    with client_for(leader) as client:
+        client.create_job(JOB, V1, 1)
+        request = UpdateRequest(
+            JOB, V2, 1, Settings(min_wait_in_instance_running_ms=0), ((REQUEST_ID, "r-1"),)
+        )
+        key = commands.start_update(leader.loop, request, "al", "")
+        client.wait(key, interval_s=0.05, timeout_s=30)
+        assert commands.start_update(leader.loop, request, "al", "") == key
+        assert len(client.summaries(job=JOB)) == 1
+
+
+@pytest.mark.parametrize("verb", ["create_job", "kill_job"])
+def test_a_job_call_applied_before_its_answer_was_lost_is_not_an_error(
+    leader, monkeypatch, verb
+) -> None:
+    with client_for(leader) as client:
+        if verb == "kill_job":
+            client.create_job(JOB, V1, 1)
+        fail_once(monkeypatch, commands, verb, Unavailable("answer lost"), land=True)
+        if verb == "create_job":
+            client.create_job(JOB, V1, 2)  # the retry finds it exists, exactly as asked
+            assert client.get_job(JOB).instance_count == 2
+        else:
+            client.kill_job(JOB)  # the retry finds it gone
+            assert JOB not in client.list_jobs("www")

@@ -17,6 +17,8 @@ from updater.task import TaskConfig, validate_task
 
 DEFAULT_MAX_INSTANCES = 10_000
 MAX_METADATA = 64
+# Metadata key a client tags a start with, so that a retried start finds its first attempt.
+REQUEST_ID = "pulsegate.request_id"
 
 
 @attrs.frozen
