@@ -312,6 +312,7 @@ class LeaderLoop:
                 step.transition,
                 step.instance_events,
                 step.desired_changes(),
+                expected_instance_events=run.instance_event_count,
             )
             if not self._write(run, write):
                 return False

@@ -249,12 +249,10 @@ class ZooKeeperStorage(ZooKeeperReader):
         if self.fence is not None:
             self.fence.node()  # a deposed leader stops here, before any read can block it
         state, version = self._cached_state(key)
-        if state["status_count"] != write.expected_status_events:
+        stale = write.stale_because(state["status_count"], state["instance_event_count"])
+        if stale is not None:
             self._states.pop(key, None)
-            raise StaleWrite(
-                f"update {key} has {state['status_count']} status events, "
-                f"the writer expected {write.expected_status_events}"
-            )
+            raise StaleWrite(stale)
         if UpdateStatus(state["status"]).is_terminal:
             raise TransitionError(f"update {key} is already finished")
         event = write.status_event

@@ -116,6 +116,18 @@ def test_writes_append_events_and_change_desired_state(store) -> None:
     assert store.get_update(record.key).instance_events == tuple(events)  # nothing written
 
 
+def test_instance_events_alone_are_not_written_twice(store) -> None:
+    """A writer that missed its own landed write (outcome unknown) must not repeat it."""
+    store.create_job(Job.uniform(JOB, OLD, 3))
+    record = new_record(store)
+    store.start_update(record)
+    done = [InstanceEvent(0, 2000, InstanceAction.INSTANCE_UPDATED)]
+    store.write(UpdateWrite.make(record.key, 1, None, done, expected_instance_events=0))
+    with pytest.raises(StaleWrite, match="1 instance events"):
+        store.write(UpdateWrite.make(record.key, 1, None, done, expected_instance_events=0))
+    assert store.get_update(record.key).instance_events == tuple(done)
+
+
 def test_terminal_write_releases_the_lock_and_is_final(store) -> None:
     record = new_record(store)
     store.start_update(record)

@@ -77,12 +77,9 @@ class MemoryStorage:
 
     def write(self, write: UpdateWrite) -> None:
         update = self._update(write.key)
-        seen = len(update.status_events)
-        if seen != write.expected_status_events:
-            raise StaleWrite(
-                f"update {write.key} has {seen} status events, "
-                f"the writer expected {write.expected_status_events}"
-            )
+        stale = write.stale_because(len(update.status_events), len(update.instance_events))
+        if stale is not None:
+            raise StaleWrite(stale)
         if update.status_events[-1].status.is_terminal:
             raise TransitionError(f"update {write.key} is already finished")
         instances = self.jobs.setdefault(write.key.job, {})

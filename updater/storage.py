@@ -34,6 +34,8 @@ class UpdateWrite:
     status_event: StatusEvent | None = None
     instance_events: tuple[InstanceEvent, ...] = ()
     desired: tuple[tuple[int, TaskConfig | None], ...] = ()
+    # Also compared when set: a write of instance events alone must not land twice.
+    expected_instance_events: int | None = None
 
     @classmethod
     def make(
@@ -43,6 +45,7 @@ class UpdateWrite:
         status_event: StatusEvent | None = None,
         instance_events: Sequence[InstanceEvent] = (),
         desired: Mapping[int, TaskConfig | None] | None = None,
+        expected_instance_events: int | None = None,
     ) -> UpdateWrite:
         return cls(
             key,
@@ -50,7 +53,23 @@ class UpdateWrite:
             status_event,
             tuple(instance_events),
             tuple(sorted((desired or {}).items())),
+            expected_instance_events,
         )
+
+    def stale_because(self, status_events: int, instance_events: int) -> str | None:
+        """Why this write does not fit an update with these counts (None: it fits)."""
+        if status_events != self.expected_status_events:
+            return (
+                f"update {self.key} has {status_events} status events, "
+                f"the writer expected {self.expected_status_events}"
+            )
+        expected = self.expected_instance_events
+        if expected is not None and instance_events != expected:
+            return (
+                f"update {self.key} has {instance_events} instance events, "
+                f"the writer expected {expected}"
+            )
+        return None
 
     @property
     def is_empty(self) -> bool:
