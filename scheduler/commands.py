@@ -83,7 +83,11 @@ def update_command(loop: LeaderLoop, key: UpdateKey, verb: str, user: str, messa
 
 def create_job(loop: LeaderLoop, job: Job) -> None:
     def run() -> None:
-        loop.store.create_job(job)
+        try:
+            loop.store.create_job(job)
+        except UnknownOutcome:
+            loop.request_resync(job.key)  # it may exist now: its instances must then run
+            raise
         loop.driver.reconcile(job.key, job.instances())
         log.info("job_created", job=str(job.key), instances=job.instance_count)
 
@@ -92,7 +96,11 @@ def create_job(loop: LeaderLoop, job: Job) -> None:
 
 def kill_job(loop: LeaderLoop, key: JobKey, user: str, message: str) -> None:
     def run() -> None:
-        loop.store.delete_job(key)
+        try:
+            loop.store.delete_job(key)
+        except UnknownOutcome:
+            loop.request_resync(key)  # it may be gone now: its instances must then stop
+            raise
         loop.driver.reconcile(key, {})
         log.info("job_killed", job=str(key), user=user, message=message)
 

@@ -86,6 +86,7 @@ class LeaderLoop:
         self._timers: list[tuple[int, UpdateKey | None]] = []
         self._commands: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._reload: set[UpdateKey] = set()
+        self._resync: set[JobKey] = set()
         self._stopping = False
         self._next_prune = 0
         self._driver_acting = False
@@ -133,6 +134,7 @@ class LeaderLoop:
         try:
             return future.result(timeout=self.command_timeout_s)
         except FutureTimeout:
+            future.cancel()  # not started yet: it never will be, so a retry is the only run
             raise Unavailable("the scheduler is busy or lost its connection; retry") from None
 
     def heartbeat(self, key: UpdateKey, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
@@ -222,8 +224,11 @@ class LeaderLoop:
                     self._dirty.add(key)
             dirty, self._dirty = self._dirty, set()
             reload, self._reload = self._reload, set()
+            resync, self._resync = self._resync, set()
         for key in reload:
             self._reload_update(key)
+        for job in resync:
+            self._resync_job(job)
         for fn, future in commands:
             if not future.set_running_or_notify_cancel():
                 continue
@@ -270,6 +275,25 @@ class LeaderLoop:
         for _, future in commands:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
+
+    def request_resync(self, job: JobKey) -> None:
+        """Tell the driver a job's desired instances from storage on the next turn (after a
+        job write whose outcome is unknown)."""
+        with self._cv:
+            self._resync.add(job)
+            self._cv.notify_all()
+
+    def _resync_job(self, job: JobKey) -> None:
+        try:
+            found = self.store.get_job(job)
+        except Unavailable:
+            self.request_resync(job)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        except PulsegateError as e:  # unreadable: leave its instances as they are
+            log.error("job_unreadable", job=str(job), why=e.message)
+            return
+        self.driver.reconcile(job, {} if found is None else found.instances())
 
     def request_reload(self, key: UpdateKey) -> None:
         """Rebuild an update from storage on the next turn."""
@@ -414,6 +438,7 @@ class LeaderLoop:
             self._unblock.clear()
             self._timers.clear()
             self._reload.clear()
+            self._resync.clear()  # the takeover reconciles every job anyway
         self.store.forget_caches()
         self.serving_epoch = None
         self.metrics.updates_active.set(0)

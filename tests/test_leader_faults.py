@@ -11,6 +11,7 @@ from scheduler import commands
 from scheduler.fencing import UnknownOutcome
 from updater.errors import Unavailable
 from updater.events import InstanceAction
+from updater.job import Job
 from updater.keys import JobKey
 from updater.record import REQUEST_ID, UpdateRequest
 from updater.settings import Settings, Strategy
@@ -180,3 +181,15 @@ def test_a_job_call_applied_before_its_answer_was_lost_is_not_an_error(
         else:
             client.kill_job(JOB)  # the retry finds it gone
             assert JOB not in client.list_jobs("www")
+
+
+def test_a_job_created_with_an_unknown_outcome_gets_its_instances(leader, monkeypatch) -> None:
+    loop = leader.loop
+    fail_once(monkeypatch, loop.store, "create_job", UnknownOutcome("lost"), land=True)
+    with pytest.raises(UnknownOutcome):
+        commands.create_job(loop, Job.uniform(JOB, V1, 2))
+    wait_until(lambda: len(loop.driver.instances(JOB)) == 2, timeout=20)
+    fail_once(monkeypatch, loop.store, "delete_job", UnknownOutcome("lost"), land=True)
+    with pytest.raises(UnknownOutcome):
+        commands.kill_job(loop, JOB, "al", "")
+    wait_until(lambda: not loop.driver.instances(JOB), timeout=20)
