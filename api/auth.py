@@ -92,7 +92,9 @@ class Authenticator:
     def identify(self, token: str | None) -> Principal | None:
         """The principal holding `token`, comparing against every stored digest in constant
         time (no early exit, so timing does not reveal which one matched). Known tokens are
-        remembered, so a monitor's heartbeats are not hashed each time."""
+        remembered, so a monitor's heartbeats are not hashed each time; that lookup compares
+        strings only after a full match of Python's keyed (per-process random) string hash, so
+        its timing says nothing about how much of a guessed token is right."""
         if not token:
             return None
         known = self._known.get(token)
