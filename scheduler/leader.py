@@ -152,6 +152,8 @@ class LeaderLoop:
         persist) is handed to the loop without waiting."""
         first = self.pulse.last_beat(run.key) is None
         answer, to_record = run.heartbeat(self.pulse, user, self.clock.now())
+        if run.key not in self.runs:  # it finished meanwhile: do not track it again
+            self.pulse.forget(run.key)
         if to_record:
             with self._cv:
                 self._unblock[run.key] = user
