@@ -193,3 +193,18 @@ def test_a_job_created_with_an_unknown_outcome_gets_its_instances(leader, monkey
     with pytest.raises(UnknownOutcome):
         commands.kill_job(loop, JOB, "al", "")
     wait_until(lambda: not loop.driver.instances(JOB), timeout=20)
+
+
+def test_a_heartbeat_racing_the_end_of_its_update_leaves_nothing_tracked(leader) -> None:
+    from updater.engine import UpdateRun
+
+    settings = Settings(min_wait_in_instance_running_ms=0, heartbeat_timeout_ms=60_000)
+    with client_for(leader) as client:
+        client.create_job(JOB, V1, 1)
+        key = client.start_update(JOB, V2, 1, settings=settings)
+        seen = UpdateRun(leader.store.get_update(key))  # what an RPC thread held a moment ago
+        client.heartbeat(key)
+        client.wait(key, interval_s=0.05, timeout_s=30)
+        wait_until(lambda: key not in leader.loop.runs, timeout=10)
+        leader.loop.beat(seen, "late")
+        assert not leader.loop.pulse.is_tracked(key)
