@@ -241,10 +241,31 @@ def test_rule7_pause_is_explicit_and_resume_follows_heartbeat_freshness() -> Non
 
 def test_pause_from_awaiting_and_resume_of_uncoordinated() -> None:
     world = World(old_count=3)
-    run = world.start(3, fast_settings())
+    run = world.start(3, coordinated())
+    assert run.status is S.ROLL_FORWARD_AWAITING_PULSE
     do(world, run, run.pause("bob", "", world.clock.now()))
+    assert run.status is S.ROLL_FORWARD_PAUSED
+    assert beat(world, run) is H.PAUSED
     do(world, run, run.resume(world.pulse, "bob", "", world.clock.now()))
-    assert run.status is S.ROLLING_FORWARD
+    assert run.status is S.ROLLING_FORWARD  # the beat while paused was recorded
+    other = World(old_count=3)
+    plain = other.start(3, fast_settings())
+    do(other, plain, plain.pause("bob", "", other.clock.now()))
+    do(other, plain, plain.resume(other.pulse, "bob", "", other.clock.now()))
+    assert plain.status is S.ROLLING_FORWARD
+
+
+def test_paused_during_rollback_answers_paused_and_resumes_backward() -> None:
+    world = World(old_count=3)
+    run = world.start(3, coordinated(strategy=Strategy.queue(1)))
+    beat(world, run)
+    world.step(run)
+    do(world, run, run.rollback("bob", "", world.clock.now()))
+    do(world, run, run.pause("bob", "", world.clock.now()))
+    assert run.status is S.ROLL_BACK_PAUSED
+    assert beat(world, run) is H.PAUSED
+    do(world, run, run.resume(world.pulse, "bob", "", world.clock.now()))
+    assert run.status is S.ROLLING_BACK
 
 
 def rehydrate(world: World, run: UpdateRun, takeover: int) -> UpdateRun:
