@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.drivers.health import Streak, Verdict, run_check
+from scheduler.drivers.local import backoff_delay
 from scheduler.drivers.process import cap_log, free_port, spawn, start_ticks
 from updater.driver import InstanceState
 from updater.events import InstanceAction
@@ -112,6 +113,14 @@ def test_thresholds() -> None:
     assert streak.record(True, "") is Verdict.NONE
     assert streak.record(False, "x") is Verdict.NONE
     assert streak.record(False, "y") is Verdict.UNHEALTHY
+
+
+def test_restart_backoff_doubles_up_to_its_cap_for_any_streak() -> None:
+    waits = [backoff_delay(n, 0.5, 30.0) for n in range(1, 9)]
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    # An instance that fails for hours: 2 ** 1024 used to overflow, and it stayed EXITED.
+    for streak in (1024, 1025, 10_000, 10**12):
+        assert backoff_delay(streak, 0.5, 30.0) == 30.0
 
 
 def test_pid_reuse_is_detected(tmp_path: Path) -> None:

@@ -7,6 +7,10 @@ restarts are what `maxPerInstanceFailures` counts), replaces what runs another c
 what is no longer wanted (SIGTERM to the process group, SIGKILL after the config's grace), and
 health-checks what runs. Only the leader's driver acts; others only observe.
 
+An instance is over only when its process group is empty: whatever its leader leaves behind,
+after an exit or a stop, gets SIGTERM and then SIGKILL after the grace, and nothing starts in
+its place until then (a leftover would hold the instance's port).
+
 A new leader adopts what runs: every process is recorded durably (pid, start time, boot id,
 config digest, port) when it starts, and `takeover` keeps each recorded process that is still
 the same process and runs the desired config. A healthy instance is never killed by a restart.
@@ -28,7 +32,16 @@ import structlog
 from scheduler.clock import Clock
 from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
-from scheduler.drivers.process import ProcessId, cap_log, free_port, identify, signal_group, spawn
+from scheduler.drivers.process import (
+    GroupScan,
+    ProcessGroup,
+    ProcessId,
+    cap_log,
+    free_port,
+    identify,
+    is_session_leader,
+    spawn,
+)
 from scheduler.drivers.records import InstanceRecord, InstanceRecords
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
 from updater.errors import PulsegateError
@@ -38,6 +51,13 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
+MAX_BACKOFF_EXPONENT = 63  # 2.0 ** 1024 overflows a float; far past any sane cap anyway
+
+
+def backoff_delay(streak: int, base_s: float, cap_s: float) -> float:
+    """The wait before restart number `streak` (1, 2, ...): doubling from `base_s`, at most
+    `cap_s`, for any streak."""
+    return min(cap_s, base_s * 2.0 ** min(max(streak - 1, 0), MAX_BACKOFF_EXPONENT))
 
 
 class _Instance:
@@ -51,6 +71,7 @@ class _Instance:
         self.state = S.ABSENT
         self.proc: subprocess.Popen[bytes] | None = None
         self.ident: ProcessId | None = None
+        self.group: ProcessGroup | None = None  # set while anything of it may still run
         self.port = 0
         self.log: Path | None = None
         self.healthy_since: int | None = None
@@ -63,7 +84,6 @@ class _Instance:
         self.generation = 0
         self.restart_at: float | None = None
         self.kill_deadline: float | None = None
-        self.killed = False
         self.restart_after_kill = False
         self.backoff_streak = 0
         self.published: tuple[object, ...] = ()
@@ -83,6 +103,9 @@ class _Instance:
 
 
 class LocalDriver:
+    """`stable_after_s` (default: the backoff cap) is how long an instance must stay healthy,
+    or merely running if it has no health check, before its restart backoff starts over."""
+
     def __init__(
         self,
         clock: Clock,
@@ -94,6 +117,7 @@ class LocalDriver:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         health_workers: int = 16,
+        stable_after_s: float | None = None,
     ) -> None:
         self.clock = clock
         self.base_dir = base_dir
@@ -102,6 +126,9 @@ class LocalDriver:
         self.log_limit_bytes = log_limit_bytes
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.stable_after_ms = int(
+            1000 * (backoff_cap_s if stable_after_s is None else stable_after_s)
+        )
         self.acting = False
         self._instances: dict[tuple[JobKey, int], _Instance] = {}
         self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
@@ -112,6 +139,7 @@ class LocalDriver:
         self._checks = ThreadPoolExecutor(health_workers, thread_name_prefix="health")
         self._results: list[tuple[_Instance, int, bool, str]] = []
         self._next_log_cap = 0.0
+        self._scan: GroupScan | None = None  # at most one pass over /proc per tick
         self._thread = threading.Thread(target=self._run, name="local-driver", daemon=True)
         self._thread.start()
 
@@ -139,8 +167,9 @@ class LocalDriver:
 
     def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
         """Adopt recorded processes that still run, then reconcile every job; recorded
-        processes of jobs that no longer exist are stopped."""
-        records = self._load_records()
+        processes of jobs that no longer exist are stopped. Raises Unavailable, having changed
+        nothing, if the records cannot be read: starting afresh would run every instance twice."""
+        records = self.records.load() if self.records is not None else {}
         with self._lock:
             for (job, instance_id), record in records.items():
                 if (job, instance_id) not in self._instances:
@@ -178,22 +207,16 @@ class LocalDriver:
 
     # -- adoption ------------------------------------------------------------------------------
 
-    def _load_records(self) -> dict[tuple[JobKey, int], InstanceRecord]:
-        if self.records is None:
-            return {}
-        try:
-            return self.records.load()
-        except PulsegateError as e:
-            log.warning("instance_records_unreadable", why=e.message)
-            return {}
-
     def _adopt(self, record: InstanceRecord, wanted: TaskConfig | None) -> None:
         ident = ProcessId(record.pid, record.start_ticks, record.boot_id)
-        if not ident.is_alive():
-            self._forget(record.job, record.instance_id)
+        if not ident.is_alive() or not is_session_leader(record.pid):
+            # Deleted whether acting yet or not: takeover is the new leader's call. What a dead
+            # leader left behind is not signalled: its group id may have gone to someone else.
+            self._delete_record(record.job, record.instance_id)
             return
         inst = self._instance(record.job, record.instance_id)
         inst.ident = ident
+        inst.group = ProcessGroup(record.pid)
         inst.port = record.port
         inst.log = Path(record.log)
         inst.started_at = time.monotonic()
@@ -236,6 +259,7 @@ class LocalDriver:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self._scan = None
         changed: list[tuple[JobKey, int]] = []
         with self._lock:
             results, self._results = self._results, []
@@ -264,20 +288,24 @@ class LocalDriver:
             inst.failures += 1
             inst.message = inst.exit_reason()
             self._exited(inst, now)
-        if inst.state is S.KILLING:
-            if not inst.is_alive():
-                self._stopped(inst, now)
-            elif inst.kill_deadline is not None and now >= inst.kill_deadline and not inst.killed:
-                if inst.ident is not None:
-                    signal_group(inst.ident.pid, signal.SIGKILL)
-                inst.killed = True
+            self._terminate(inst, now)  # what it left running
+        if inst.state not in LIVE and inst.group is not None:
+            self._sweep(inst, now)
+        if inst.state is S.KILLING and inst.group is None and not inst.is_alive():
+            self._stopped(inst, now)
+        if (
+            inst.backoff_streak
+            and inst.healthy_since is not None
+            and self.clock.now() - inst.healthy_since >= self.stable_after_ms
+        ):
+            inst.backoff_streak = 0  # stable for a while: the next exit restarts quickly
         if inst.state is S.STARTING and inst.next_check is not None and now >= inst.next_check:
             inst.state = S.RUNNING  # the initial delay is over: checks decide from here
         due = inst.next_check is not None and now >= inst.next_check
         if inst.state in LIVE and due and not inst.checking:
             self._submit_check(inst)
-        if not self.acting:
-            return
+        if not self.acting or (inst.state not in LIVE and inst.group is not None):
+            return  # not leading, or its last processes are still going away
         # Act: make it match the desired state.
         if inst.desired is None:
             if inst.state in LIVE:
@@ -319,6 +347,7 @@ class LocalDriver:
             self._exited(inst, now)
             return
         inst.ident = identify(inst.proc.pid) or ProcessId(inst.proc.pid, 0, "")
+        inst.group = ProcessGroup(inst.proc.pid)  # spawn made it a session (and group) leader
         inst.started_at = now
         inst.state = S.STARTING
         self._arm_health(inst, adopted=False)
@@ -366,7 +395,6 @@ class LocalDriver:
         if verdict is Verdict.HEALTHY:
             inst.state = S.HEALTHY
             inst.healthy_since = self.clock.now()
-            inst.backoff_streak = 0
         elif verdict is Verdict.UNHEALTHY and self.acting:
             inst.failures += 1
             inst.message = f"health check failed {inst.streak.failures} times in a row: {reason}"
@@ -375,16 +403,33 @@ class LocalDriver:
             inst.state, inst.healthy_since = S.RUNNING, None
 
     def _kill(self, inst: _Instance, now: float, why: str, restart: bool = False) -> None:
-        grace = (inst.config.stop_grace_ms if inst.config else 5000) / 1000
         inst.generation += 1
         inst.state = S.KILLING
         inst.healthy_since = None
-        inst.kill_deadline = now + grace
-        inst.killed = False
         inst.restart_after_kill = restart
-        if inst.ident is not None:
-            signal_group(inst.ident.pid, signal.SIGTERM)
+        self._terminate(inst, now)
         log.info("instance_stopping", job=str(inst.job), instance=inst.instance_id, why=why)
+
+    def _terminate(self, inst: _Instance, now: float) -> None:
+        """SIGTERM the instance's process group; `_sweep` SIGKILLs it after the grace."""
+        grace = (inst.config.stop_grace_ms if inst.config else 5000) / 1000
+        inst.kill_deadline = now + grace
+        if inst.group is not None:
+            inst.group.signal(signal.SIGTERM)
+
+    def _sweep(self, inst: _Instance, now: float) -> None:
+        """Past the grace, SIGKILL the group of a stopping or exited instance, every tick until
+        it is empty; then forget it, never to signal that group id again."""
+        assert inst.group is not None
+        if inst.kill_deadline is not None and now >= inst.kill_deadline:
+            inst.group.kill()
+        if not inst.is_alive() and inst.group.is_empty(self._group_scan):
+            inst.group = None
+
+    def _group_scan(self) -> GroupScan:
+        if self._scan is None:
+            self._scan = GroupScan.take()
+        return self._scan
 
     def _stopped(self, inst: _Instance, now: float) -> None:
         inst.proc, inst.ident = None, None
@@ -402,7 +447,7 @@ class LocalDriver:
         inst.state = S.EXITED
         inst.healthy_since = None
         inst.backoff_streak += 1
-        delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (inst.backoff_streak - 1))
+        delay = backoff_delay(inst.backoff_streak, self.backoff_base_s, self.backoff_cap_s)
         inst.restart_at = now + delay
         log.info(
             "instance_exited",
@@ -437,10 +482,13 @@ class LocalDriver:
             )
 
     def _forget(self, job: JobKey, instance_id: int) -> None:
-        if self.records is None or not self.acting:
-            return
-        with contextlib.suppress(PulsegateError):
-            self.records.delete(job, instance_id)
+        if self.acting:
+            self._delete_record(job, instance_id)
+
+    def _delete_record(self, job: JobKey, instance_id: int) -> None:
+        if self.records is not None:
+            with contextlib.suppress(PulsegateError):  # a later start or takeover overwrites it
+                self.records.delete(job, instance_id)
 
     def _publish(self, inst: _Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)

@@ -4,22 +4,26 @@ Every instance runs in a session of its own (so a Ctrl-C or SIGTERM meant for th
 never reaches it, and it outlives a scheduler restart), with stdout and stderr appended to a
 log file. A process is identified by pid *and* its start time in clock ticks since boot (field
 22 of /proc/<pid>/stat) *and* the boot id, so a reused pid is never mistaken for our instance.
+Whatever the instance starts stays in its process group, which is stopped as a whole.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import structlog
 
 from updater.task import TaskConfig
 
+log = structlog.get_logger(__name__)
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -30,8 +34,8 @@ def boot_id() -> str:
         return ""
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time since boot, or None if there is no such (live) process."""
+def _live_stat(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on, or None if there is no such live process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -39,7 +43,13 @@ def start_ticks(pid: int) -> int | None:
     fields = stat[stat.rindex(")") + 2 :].split()  # the name may contain spaces and parens
     if fields[0] in ("Z", "X"):  # a zombie has exited; it only awaits its parent's wait()
         return None
-    return int(fields[19])
+    return fields
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time since boot, or None if there is no such (live) process."""
+    fields = _live_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 @attrs.frozen
@@ -88,18 +98,70 @@ def identify(pid: int) -> ProcessId | None:
     return None if ticks is None else ProcessId(pid, ticks, boot_id())
 
 
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the instance's process group (it leads its own session), falling back to the
-    process alone. A process that is already gone is fine."""
-    if pid <= 1:  # 0 and -1 would mean our own group or every process: never
-        raise ValueError(f"refusing to signal pid {pid}")
+def is_session_leader(pid: int) -> bool:
+    """Whether `pid` leads its own session and group, as every process `spawn` starts does."""
     try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-    except PermissionError:
-        pass
+        return os.getsid(pid) == pid and os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+@attrs.frozen
+class GroupScan:
+    """The process groups that have a live (not zombie) member, from one pass over /proc."""
+
+    started: float  # time.monotonic() before the pass
+    live: frozenset[int]
+
+    @classmethod
+    def take(cls) -> GroupScan:
+        started = time.monotonic()
+        live: set[int] = set()
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and (fields := _live_stat(entry.name)) is not None:
+                live.add(int(fields[2]))
+        return cls(started, frozenset(live))
+
+
+class ProcessGroup:
+    """An instance's process group, named by the pid of the leader `spawn` started (a session
+    leader cannot change its group, so the id stays). While the group has a member the kernel
+    cannot reuse its id, so signalling it reaches only processes the instance started; once it
+    is found empty it is dropped for good, since the id may then go to someone else's group."""
+
+    def __init__(self, pgid: int) -> None:
+        if pgid <= 1:  # 0 and -1 would mean our own group or every process: never
+            raise ValueError(f"refusing process group {pgid}")
+        self.pgid = pgid
+        self.gone = False
+        self.killed_at: float | None = None  # the first SIGKILL
+
+    def signal(self, sig: int) -> bool:
+        """Signal every member; False, for good, once there is none."""
+        if not self.gone:
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                self.gone = True
+            except PermissionError:  # every member left changed user: nothing we can do
+                log.warning("process_group_not_signalled", pgid=self.pgid)
+                self.gone = True
+        return not self.gone
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.killed_at is None:
+            self.killed_at = time.monotonic()
+
+    def is_empty(self, scan: Callable[[], GroupScan]) -> bool:
+        """Whether nothing of it runs. Zombies count as gone once the group was SIGKILLed
+        (an init that never reaps would keep them forever); only a scan begun after that
+        SIGKILL is trusted, since from then on no member can fork one the scan misses."""
+        if self.signal(0) and self.killed_at is not None:
+            found = scan()
+            if found.started > self.killed_at and self.pgid not in found.live:
+                self.gone = True
+        return self.gone
 
 
 def cap_log(path: Path, limit_bytes: int) -> bool:

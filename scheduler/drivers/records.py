@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import structlog
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from scheduler import codec
@@ -14,6 +15,8 @@ from scheduler.paths import parse_job_node
 from scheduler.zkstore import ZooKeeperStorage
 from updater.errors import PulsegateError
 from updater.keys import JobKey
+
+log = structlog.get_logger(__name__)
 
 
 @attrs.frozen
@@ -38,7 +41,8 @@ class InstanceRecords:
         return self.store.paths.instance_record(self.host, job, instance_id)
 
     def load(self) -> dict[tuple[JobKey, int], InstanceRecord]:
-        """Every record of this host (unreadable ones are skipped)."""
+        """Every record of this host. Raises Unavailable if ZooKeeper cannot answer: a record
+        missed would have its instance started twice. A corrupt record is logged and skipped."""
         parent = self.store.paths.host(self.host)
         out: dict[tuple[JobKey, int], InstanceRecord] = {}
         for name in self.store.children(parent):
@@ -48,20 +52,15 @@ class InstanceRecords:
                 continue
             try:
                 data, _ = self.store.get(f"{parent}/{name}")
-                v = codec.loads(data, name)
-                out[(job, int(instance_part))] = InstanceRecord(
-                    job,
-                    int(instance_part),
-                    v["pid"],
-                    v["start_ticks"],
-                    v["boot_id"],
-                    v["config_digest"],
-                    v["port"],
-                    v["log"],
-                    v["started_ms"],
-                )
-            except (NoNodeError, KeyError, TypeError, PulsegateError):
+            except NoNodeError:  # deleted since the listing
                 continue
+            instance_id = int(instance_part)
+            try:
+                out[(job, instance_id)] = codec.decode(
+                    lambda v, job=job, i=instance_id: _record(job, i, v), data, name
+                )
+            except codec.CorruptValue as e:
+                log.error("instance_record_unreadable", record=name, why=e.message)
         return out
 
     def save(self, record: InstanceRecord) -> None:
@@ -86,3 +85,20 @@ class InstanceRecords:
         )
         if failure is not None and not isinstance(failure[1], NoNodeError):
             raise PulsegateError(f"could not delete {path}: {type(failure[1]).__name__}")
+
+
+def _record(job: JobKey, instance_id: int, v: dict[str, Any]) -> InstanceRecord:
+    pid = int(v["pid"])
+    if pid <= 1:  # never a process we started; signalling it would reach far too much
+        raise ValueError(f"pid {pid}")
+    return InstanceRecord(
+        job,
+        instance_id,
+        pid,
+        int(v["start_ticks"]),
+        str(v["boot_id"]),
+        str(v["config_digest"]),
+        int(v["port"]),
+        str(v["log"]),
+        int(v["started_ms"]),
+    )
