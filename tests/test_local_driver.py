@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.drivers.health import Streak, Verdict, run_check
-from scheduler.drivers.local import backoff_delay
+from scheduler.drivers.instance import backoff_delay
 from scheduler.drivers.process import cap_log, free_port, spawn, start_ticks
 from updater.driver import InstanceState
 from updater.events import InstanceAction

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ import structlog
 from scheduler.clock import Clock
 from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
+from scheduler.drivers.instance import Instance, backoff_delay
 from scheduler.drivers.process import (
     GroupScan,
     ProcessGroup,
@@ -51,55 +51,6 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
-MAX_BACKOFF_EXPONENT = 63  # 2.0 ** 1024 overflows a float; far past any sane cap anyway
-
-
-def backoff_delay(streak: int, base_s: float, cap_s: float) -> float:
-    """The wait before restart number `streak` (1, 2, ...): doubling from `base_s`, at most
-    `cap_s`, for any streak."""
-    return min(cap_s, base_s * 2.0 ** min(max(streak - 1, 0), MAX_BACKOFF_EXPONENT))
-
-
-class _Instance:
-    """One instance's process and what we know about it (reconciler thread only)."""
-
-    def __init__(self, job: JobKey, instance_id: int) -> None:
-        self.job = job
-        self.instance_id = instance_id
-        self.desired: TaskConfig | None = None
-        self.config: TaskConfig | None = None
-        self.state = S.ABSENT
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ident: ProcessId | None = None
-        self.group: ProcessGroup | None = None  # set while anything of it may still run
-        self.port = 0
-        self.log: Path | None = None
-        self.healthy_since: int | None = None
-        self.failures = 0
-        self.message = ""
-        self.streak: Streak | None = None
-        self.started_at = 0.0
-        self.next_check: float | None = None
-        self.checking = False
-        self.generation = 0
-        self.restart_at: float | None = None
-        self.kill_deadline: float | None = None
-        self.restart_after_kill = False
-        self.backoff_streak = 0
-        self.published: tuple[object, ...] = ()
-
-    def is_alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.ident is not None and self.ident.is_alive()
-
-    def exit_reason(self) -> str:
-        if self.proc is None:
-            return "exited (adopted process, status unknown)"
-        code = self.proc.returncode
-        if code is not None and code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exited with status {code}"
 
 
 class LocalDriver:
@@ -130,14 +81,14 @@ class LocalDriver:
             1000 * (backoff_cap_s if stable_after_s is None else stable_after_s)
         )
         self.acting = False
-        self._instances: dict[tuple[JobKey, int], _Instance] = {}
+        self._instances: dict[tuple[JobKey, int], Instance] = {}
         self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
         self._listener: Callable[[JobKey, int], None] | None = None
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = False
         self._checks = ThreadPoolExecutor(health_workers, thread_name_prefix="health")
-        self._results: list[tuple[_Instance, int, bool, str]] = []
+        self._results: list[tuple[Instance, int, bool, str]] = []
         self._next_log_cap = 0.0
         self._scan: GroupScan | None = None  # at most one pass over /proc per tick
         self._thread = threading.Thread(target=self._run, name="local-driver", daemon=True)
@@ -233,10 +184,10 @@ class LocalDriver:
             matches=inst.config == wanted,
         )
 
-    def _instance(self, job: JobKey, instance_id: int) -> _Instance:
+    def _instance(self, job: JobKey, instance_id: int) -> Instance:
         inst = self._instances.get((job, instance_id))
         if inst is None:
-            inst = self._instances[(job, instance_id)] = _Instance(job, instance_id)
+            inst = self._instances[(job, instance_id)] = Instance(job, instance_id)
         return inst
 
     # -- the reconciler ------------------------------------------------------------------------
@@ -282,7 +233,7 @@ class LocalDriver:
             for job, instance_id in changed:
                 listener(job, instance_id)
 
-    def _step(self, inst: _Instance, now: float) -> None:
+    def _step(self, inst: Instance, now: float) -> None:
         # Observe, whether acting or not.
         if inst.state in LIVE and not inst.is_alive():
             inst.failures += 1
@@ -326,7 +277,7 @@ class LocalDriver:
 
     # -- transitions -----------------------------------------------------------------------------
 
-    def _start(self, inst: _Instance, config: TaskConfig, now: float) -> None:
+    def _start(self, inst: Instance, config: TaskConfig, now: float) -> None:
         inst.generation += 1
         inst.config = config
         inst.restart_at = None
@@ -353,7 +304,7 @@ class LocalDriver:
         self._arm_health(inst, adopted=False)
         self._record(inst)
 
-    def _arm_health(self, inst: _Instance, adopted: bool) -> None:
+    def _arm_health(self, inst: Instance, adopted: bool) -> None:
         check = inst.config.health_check if inst.config else None
         inst.checking = False
         if check is None:
@@ -366,7 +317,7 @@ class LocalDriver:
         inst.next_check = time.monotonic() + delay
         inst.state = S.RUNNING if adopted else S.STARTING
 
-    def _submit_check(self, inst: _Instance) -> None:
+    def _submit_check(self, inst: Instance) -> None:
         assert inst.config is not None and inst.config.health_check is not None
         check = inst.config.health_check
         inst.checking = True
@@ -384,7 +335,7 @@ class LocalDriver:
         except RuntimeError:  # shutting down
             inst.checking = False
 
-    def _checked(self, inst: _Instance, passed: bool, reason: str) -> None:
+    def _checked(self, inst: Instance, passed: bool, reason: str) -> None:
         inst.checking = False
         if inst.streak is None or inst.config is None or inst.config.health_check is None:
             return
@@ -402,7 +353,7 @@ class LocalDriver:
         elif not inst.streak.healthy and inst.state is S.HEALTHY:
             inst.state, inst.healthy_since = S.RUNNING, None
 
-    def _kill(self, inst: _Instance, now: float, why: str, restart: bool = False) -> None:
+    def _kill(self, inst: Instance, now: float, why: str, restart: bool = False) -> None:
         inst.generation += 1
         inst.state = S.KILLING
         inst.healthy_since = None
@@ -410,14 +361,14 @@ class LocalDriver:
         self._terminate(inst, now)
         log.info("instance_stopping", job=str(inst.job), instance=inst.instance_id, why=why)
 
-    def _terminate(self, inst: _Instance, now: float) -> None:
+    def _terminate(self, inst: Instance, now: float) -> None:
         """SIGTERM the instance's process group; `_sweep` SIGKILLs it after the grace."""
         grace = (inst.config.stop_grace_ms if inst.config else 5000) / 1000
         inst.kill_deadline = now + grace
         if inst.group is not None:
             inst.group.signal(signal.SIGTERM)
 
-    def _sweep(self, inst: _Instance, now: float) -> None:
+    def _sweep(self, inst: Instance, now: float) -> None:
         """Past the grace, SIGKILL the group of a stopping or exited instance, every tick until
         it is empty; then forget it, never to signal that group id again."""
         assert inst.group is not None
@@ -431,7 +382,7 @@ class LocalDriver:
             self._scan = GroupScan.take()
         return self._scan
 
-    def _stopped(self, inst: _Instance, now: float) -> None:
+    def _stopped(self, inst: Instance, now: float) -> None:
         inst.proc, inst.ident = None, None
         if inst.restart_after_kill:
             inst.restart_after_kill = False
@@ -442,7 +393,7 @@ class LocalDriver:
             inst.config = None
             self._forget(inst.job, inst.instance_id)
 
-    def _exited(self, inst: _Instance, now: float) -> None:
+    def _exited(self, inst: Instance, now: float) -> None:
         inst.generation += 1
         inst.state = S.EXITED
         inst.healthy_since = None
@@ -460,7 +411,7 @@ class LocalDriver:
 
     # -- records and observation -------------------------------------------------------------------
 
-    def _record(self, inst: _Instance) -> None:
+    def _record(self, inst: Instance) -> None:
         if self.records is None or inst.ident is None or inst.config is None:
             return
         record = InstanceRecord(
@@ -490,7 +441,7 @@ class LocalDriver:
             with contextlib.suppress(PulsegateError):  # a later start or takeover overwrites it
                 self.records.delete(job, instance_id)
 
-    def _publish(self, inst: _Instance) -> bool:
+    def _publish(self, inst: Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)
         if current == inst.published:
             return False
