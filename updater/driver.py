@@ -84,7 +84,9 @@ class Driver(Protocol):
 
     def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
         """Required. A new leader's first call, with every job's desired state: reconcile them
-        all, adopting what runs, and stop instances of jobs that no longer exist."""
+        all, adopting what runs, and stop instances of jobs that no longer exist. Called
+        before `set_acting(True)`. May raise Unavailable (what runs could not be read), and
+        then must have changed nothing: the leader calls it again."""
         ...
 
     def set_acting(self, acting: bool) -> None:
