@@ -28,23 +28,23 @@ from scheduler.election import Leadership, Role
 from scheduler.fencing import NotLeader, UnknownOutcome
 from scheduler.memory import RunTable
 from scheduler.metrics import Metrics
+from scheduler.takeover import RETRY_MS, Takeover
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import Driver
 from updater.engine import Step, UpdateRun
-from updater.errors import NotFound, PulsegateError, StaleWrite, Unavailable
+from updater.errors import PulsegateError, StaleWrite, Unavailable
 from updater.events import InstanceEvent, StatusEvent
 from updater.keys import JobKey, UpdateKey
 from updater.pulse import HeartbeatAnswer
-from updater.record import DEFAULT_MAX_INSTANCES, UpdateRecord
+from updater.record import DEFAULT_MAX_INSTANCES
 from updater.status import UpdateStatus
-from updater.storage import UpdateWrite, select_prunable
+from updater.storage import UpdateWrite
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-RETRY_MS = 1000
 
 
-class LeaderLoop:
+class LeaderLoop(Takeover):
     def __init__(
         self,
         store: ZooKeeperStorage,
@@ -285,18 +285,6 @@ class LeaderLoop:
             self._resync.add(job)
             self._cv.notify_all()
 
-    def _resync_job(self, job: JobKey) -> None:
-        try:
-            found = self.store.get_job(job)
-        except Unavailable:
-            self.request_resync(job)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        except PulsegateError as e:  # unreadable: leave its instances as they are
-            log.error("job_unreadable", job=str(job), why=e.message)
-            return
-        self.driver.reconcile(job, {} if found is None else found.instances())
-
     def request_reload(self, key: UpdateKey) -> None:
         """Rebuild an update from storage on the next turn."""
         with self._cv:
@@ -420,121 +408,3 @@ class LeaderLoop:
         self.memory.finish(run.key, run.status)
         self.metrics.updates_active.set(len(self.memory))
         log.info("update_finished", update=str(run.key), status=run.status.name)
-
-    # -- taking over -----------------------------------------------------------------------------
-
-    def adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
-        run = UpdateRun(record)
-        self.memory.add(run, since)
-        self._mark(run.key)
-        self.metrics.updates_active.set(len(self.memory))
-        return run
-
-    def _drop(self, why: str) -> None:
-        """Forget every update and every heartbeat: storage is the truth after a lost session."""
-        if self.runs or self.serving_epoch is not None:
-            log.warning("leader_memory_dropped", why=why, updates=len(self.runs))
-        self.memory.clear()
-        with self._cv:
-            self._dirty.clear()
-            self._unblock.clear()
-            self._timers.clear()
-            self._reload.clear()
-            self._resync.clear()  # the takeover reconciles every job anyway
-        self.store.forget_caches()
-        self.serving_epoch = None
-        self.metrics.updates_active.set(0)
-
-    def _rehydrate(self) -> None:
-        """Load every active update and continue per DESIGN §3 rule 8: coordinated updates get
-        a full heartbeat timeout from now before they are recorded as awaiting pulse."""
-        started = time.perf_counter()
-        epoch = self.leadership.epoch
-        self._drop("new term of leadership")
-        takeover = self.takeover_ms = self.clock.now()
-        try:
-            loaded = self.store.load_active()
-            for record in loaded.values():
-                if isinstance(record, Unavailable):
-                    raise record  # an update read half-way would sit out the whole term
-            jobs = self.store.load_jobs()
-            # Adopt what runs before acting, so nothing is corrected against a stale picture.
-            self.driver.takeover({job.key: job.instances() for job in jobs})
-        except PulsegateError as e:  # down, or a corrupt job: retry, never act on a guess
-            log.warning("rehydrate_failed", why=e.message)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        self._set_driver_acting(True)
-        broken: list[tuple[UpdateKey, str]] = []
-        for key, record in loaded.items():
-            if isinstance(record, NotFound):
-                continue
-            if isinstance(record, Exception):
-                broken.append((key, str(record)))
-                continue
-            try:
-                self.adopt(record, since=takeover)
-            except Exception as e:  # a definition the engine cannot run
-                broken.append((key, f"{type(e).__name__}: {e}"))
-        self.serving_epoch = epoch
-        elapsed = time.perf_counter() - started
-        self.metrics.rehydrate_seconds.set(elapsed)
-        log.info("leader_rehydrated", updates=len(self.runs), broken=len(broken), seconds=elapsed)
-        for key, why in broken:
-            log.error("update_unreadable", update=str(key), why=why)
-            self.metrics.error("unreadable_update")
-        self._publish()
-
-    def _publish(self) -> None:
-        """Tell clients and followers where the leader serves; retried every turn until it
-        lands, or followers would answer "no leader" for the whole term."""
-        try:
-            self.on_serving()
-        except Exception as e:  # fenced write refused, or the connection dropped under it
-            log.warning("serving_not_published", why=str(e) or type(e).__name__)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        self._published_epoch = self.serving_epoch
-
-    def _reload_update(self, key: UpdateKey) -> None:
-        """Rebuild one update from storage after a write whose outcome is unknown. Its
-        heartbeats are kept: they are memory, not storage."""
-        self.store.forget_caches()
-        old = self.memory.remove(key)
-        try:
-            record = self.store.get_update(key)
-        except NotFound:
-            self.memory.pulse.forget(key)
-            return
-        except Unavailable:
-            if old is not None:
-                self.memory.add(old)
-            with self._cv:
-                self._reload.add(key)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        except PulsegateError as e:  # corrupt in storage: it cannot go on; say so, loudly
-            log.error("update_unreadable", update=str(key), why=e.message)
-            self.metrics.error("unreadable_update")
-            self.memory.pulse.forget(key)
-            return
-        if record.status.is_terminal:
-            self.memory.finish(key, record.status)
-            self.metrics.updates_active.set(len(self.memory))
-            return
-        self.memory.add(UpdateRun(record), since=self.clock.now())
-        self._mark(key)
-
-    def _prune(self) -> None:
-        try:
-            doomed = select_prunable(
-                self.store.summaries(),
-                self.clock.now(),
-                self.history_keep,
-                self.history_max_age_ms,
-            )
-            if doomed:
-                self.store.delete_updates(doomed)
-                log.info("history_pruned", updates=len(doomed))
-        except PulsegateError as e:
-            log.warning("history_prune_failed", why=e.message)

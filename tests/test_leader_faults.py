@@ -81,15 +81,15 @@ def test_after_a_takeover_a_heartbeat_lets_a_rolling_update_act_at_once(
     """Rule 8: no action until a heartbeat reaches the new leader, and then at once, not when
     the lease counted from the takeover ends (a minute here)."""
     root = f"/takeover-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        min_wait_in_instance_running_ms=50,
+    settings = Settings(  # 20 instances one at a time, 0.6 s each: far from done at the stop
+        min_wait_in_instance_running_ms=500,
         strategy=Strategy.queue(1),
         heartbeat_timeout_ms=60_000,
     )
     first = wait_serving(start_scheduler(zk_server.hosts, root, tmp_path / "a"))
     with client_for(first) as client:
-        client.create_job(JOB, V1, 4)
-        key = client.start_update(JOB, V2, 4, settings=settings)
+        client.create_job(JOB, V1, 20)
+        key = client.start_update(JOB, V2, 20, settings=settings)
         client.heartbeat(key)
         wait_until(lambda: done(client, key) >= 1, timeout=30)
     first.stop()  # releases leadership at once; the update stays ROLLING_FORWARD
