@@ -88,6 +88,10 @@ class LocalDriver:
         self._wake = threading.Event()
         self._stopping = False
         self._checks = ThreadPoolExecutor(health_workers, thread_name_prefix="health")
+        # One job's checks may fill at most half the pool: a job whose checks hang (timeouts go
+        # up to an hour) must not hold back every other job's verdicts.
+        self._check_share = max(1, health_workers // 2)
+        self._checks_running: dict[JobKey, int] = {}
         self._results: list[tuple[Instance, int, bool, str]] = []
         self._next_log_cap = 0.0
         self._scan: GroupScan | None = None  # at most one pass over /proc per tick
@@ -215,6 +219,7 @@ class LocalDriver:
         with self._lock:
             results, self._results = self._results, []
             for inst, generation, passed, reason in results:
+                self._checks_running[inst.job] -= 1
                 if inst.generation == generation:
                     self._checked(inst, passed, reason)
             for key, inst in list(self._instances.items()):
@@ -320,6 +325,10 @@ class LocalDriver:
     def _submit_check(self, inst: Instance) -> None:
         assert inst.config is not None and inst.config.health_check is not None
         check = inst.config.health_check
+        running = self._checks_running.get(inst.job, 0)
+        if running >= self._check_share:
+            inst.next_check = time.monotonic() + check.interval_ms / 1000  # its turn later
+            return
         inst.checking = True
         generation = inst.generation
         cwd = self.base_dir / inst.config.working_dir if inst.config.working_dir else self.base_dir
@@ -334,6 +343,8 @@ class LocalDriver:
             self._checks.submit(run)
         except RuntimeError:  # shutting down
             inst.checking = False
+            return
+        self._checks_running[inst.job] = running + 1
 
     def _checked(self, inst: Instance, passed: bool, reason: str) -> None:
         inst.checking = False
