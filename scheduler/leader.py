@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from updater.pulse import HeartbeatAnswer
 from updater.record import DEFAULT_MAX_INSTANCES
 from updater.status import UpdateStatus
 from updater.storage import UpdateWrite
+from updater.task import TaskConfig
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class LeaderLoop(Takeover):
         self._commands: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._reload: set[UpdateKey] = set()
         self._resync: set[JobKey] = set()
+        self._held: dict[JobKey, Mapping[int, TaskConfig]] = {}  # jobs with held instances
         self._stopping = False
         self._next_prune = 0
         self._driver_acting = False
@@ -334,6 +336,7 @@ class LeaderLoop(Takeover):
         self._count(run, step.transition, step.instance_events)
         # The last gate before acting: still the leader, and the heartbeat still fresh now.
         if step.actions and self.leadership.is_acting() and self._pulse_ok(run):
+            self._release(key.job)
             self.driver.apply(key.job, step.actions)
             for action in step.actions:
                 self.metrics.driver_action(action.kind.value)
@@ -405,6 +408,7 @@ class LeaderLoop(Takeover):
             self.metrics.instance_event(event.action.name)
 
     def _finish(self, run: UpdateRun) -> None:
+        self._release(run.key.job)
         self.memory.finish(run.key, run.status)
         self.metrics.updates_active.set(len(self.memory))
         log.info("update_finished", update=str(run.key), status=run.status.name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -22,6 +22,7 @@ from updater.errors import NotFound, PulsegateError, Unavailable
 from updater.keys import JobKey, UpdateKey
 from updater.record import UpdateRecord
 from updater.storage import select_prunable
+from updater.task import TaskConfig
 
 log = structlog.get_logger(__name__)
 RETRY_MS = 1000
@@ -48,17 +49,28 @@ class Takeover:
     _timers: list[tuple[int, UpdateKey | None]]
     _reload: set[UpdateKey]
     _resync: set[JobKey]
+    _held: dict[JobKey, Mapping[int, TaskConfig]]
     _mark: Callable[[UpdateKey], None]
     _schedule: Callable[[int, UpdateKey | None], None]
     _set_driver_acting: Callable[[bool], None]
     request_resync: Callable[[JobKey], None]
 
     def adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
-        run = UpdateRun(record)
+        return self._add_run(UpdateRun(record), since)
+
+    def _add_run(self, run: UpdateRun, since: int) -> UpdateRun:
         self.memory.add(run, since)
         self._mark(run.key)
         self.metrics.updates_active.set(len(self.memory))
         return run
+
+    def _release(self, job: JobKey) -> None:
+        """Let the driver act on a job's instances held at the takeover: its update is acting
+        (a heartbeat arrived), or it is over. Their desired state is still the takeover's: no
+        desired change is persisted without an action, and this runs before the first one."""
+        desired = self._held.pop(job, None)
+        if desired is not None:
+            self.driver.reconcile(job, desired)
 
     def _drop(self, why: str) -> None:
         """Forget every update and every heartbeat: storage is the truth after a lost session."""
@@ -71,6 +83,7 @@ class Takeover:
             self._timers.clear()
             self._reload.clear()
             self._resync.clear()  # the takeover reconciles every job anyway
+        self._held.clear()
         self.store.forget_caches()
         self.serving_epoch = None
         self.metrics.updates_active.set(0)
@@ -88,13 +101,11 @@ class Takeover:
                 if isinstance(record, Unavailable):
                     raise record  # an update read half-way would sit out the whole term
             jobs = self.store.load_jobs()
-            # Adopt what runs before acting, so nothing is corrected against a stale picture.
-            self.driver.takeover({job.key: job.instances() for job in jobs})
         except PulsegateError as e:  # down, or a corrupt job: retry, never act on a guess
             log.warning("rehydrate_failed", why=e.message)
             self._schedule(self.clock.now() + RETRY_MS, None)
             return
-        self._set_driver_acting(True)
+        runs: list[UpdateRun] = []
         broken: list[tuple[UpdateKey, str]] = []
         for key, record in loaded.items():
             if isinstance(record, NotFound):
@@ -103,9 +114,28 @@ class Takeover:
                 broken.append((key, str(record)))
                 continue
             try:
-                self.adopt(record, since=takeover)
+                runs.append(UpdateRun(record))
             except Exception as e:  # a definition the engine cannot run
                 broken.append((key, f"{type(e).__name__}: {e}"))
+        # A coordinated update's instances in flight wait for a heartbeat, like the update.
+        hold = {
+            (run.key.job, i)
+            for run in runs
+            if run.is_coordinated and run.status.is_active
+            for i in run.in_flight()
+        }
+        desired = {job.key: job.instances() for job in jobs}
+        try:
+            # Adopt what runs before acting, so nothing is corrected against a stale picture.
+            self.driver.takeover(desired, hold)
+        except PulsegateError as e:
+            log.warning("rehydrate_failed", why=e.message)
+            self._schedule(self.clock.now() + RETRY_MS, None)
+            return
+        self._held = {job: desired.get(job, {}) for job, _ in hold}
+        self._set_driver_acting(True)
+        for run in runs:
+            self._add_run(run, since=takeover)
         self.serving_epoch = epoch
         elapsed = time.perf_counter() - started
         self.metrics.rehydrate_seconds.set(elapsed)
@@ -135,6 +165,7 @@ class Takeover:
             record = self.store.get_update(key)
         except NotFound:
             self.memory.pulse.forget(key)
+            self._release(key.job)
             return
         except Unavailable:
             if old is not None:
@@ -149,6 +180,7 @@ class Takeover:
             self.memory.pulse.forget(key)
             return
         if record.status.is_terminal:
+            self._release(key.job)
             self.memory.finish(key, record.status)
             self.metrics.updates_active.set(len(self.memory))
             return

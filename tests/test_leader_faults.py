@@ -19,7 +19,7 @@ from updater.status import UpdateStatus as S
 from updater.task import TaskConfig
 
 from cluster import FAST_SIM, client_for, start_scheduler, wait_serving
-from waiting import wait_until
+from waiting import hold, wait_until
 
 JOB = JobKey("www", "prod", "faults")
 V1 = TaskConfig.make(["server", "--version=1"], labels=FAST_SIM)
@@ -208,3 +208,38 @@ def test_a_heartbeat_racing_the_end_of_its_update_leaves_nothing_tracked(leader)
         wait_until(lambda: key not in leader.loop.runs, timeout=10)
         leader.loop.beat(seen, "late")
         assert not leader.loop.pulse.is_tracked(key)
+
+
+def test_a_step_the_old_leader_stored_but_never_took_waits_for_a_heartbeat(
+    zk_server, tmp_path, monkeypatch
+) -> None:
+    """The old leader persisted instance 0's new config and lost leadership before acting. The
+    new leader's takeover must not take that step for it: only a heartbeat may (rule 8)."""
+    root = f"/held-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        min_wait_in_instance_running_ms=50, strategy=Strategy.queue(1), heartbeat_timeout_ms=60_000
+    )
+    first = wait_serving(start_scheduler(zk_server.hosts, root, tmp_path / "a"))
+    with client_for(first) as client:
+        client.create_job(JOB, V1, 3)
+        wait_until(lambda: len(first.driver.instances(JOB)) == 3, timeout=20)
+        monkeypatch.setattr(first.driver, "apply", lambda job, actions: None)  # never acts
+        key = client.start_update(JOB, V2, 3, settings=settings)
+        client.heartbeat(key)
+        wait_until(lambda: client.get_job(JOB).instances()[0] == V2, timeout=20)
+    first.stop()
+    second = wait_serving(start_scheduler(zk_server.hosts, root, tmp_path / "b"))
+    try:
+
+        def instance_0() -> object:
+            seen = second.driver.instances(JOB).get(0)
+            return None if seen is None else seen.config
+
+        hold(1.5, lambda: instance_0() != V2, "the takeover took the stored step")
+        with client_for(second) as client:
+            client.heartbeat(key)
+            wait_until(lambda: instance_0() == V2, timeout=20)
+            client.heartbeat(key)
+            assert client.wait(key, interval_s=0.05, timeout_s=30).status is S.ROLLED_FORWARD
+    finally:
+        second.stop()

@@ -21,7 +21,7 @@ from scheduler.drivers.process import GroupScan, ProcessGroup, spawn, start_tick
 from scheduler.drivers.records import InstanceRecords
 from scheduler.paths import Paths
 from scheduler.zkstore import ZooKeeperStorage
-from updater.driver import InstanceState
+from updater.driver import Action, ActionKind, InstanceState
 from updater.errors import Unavailable
 from updater.keys import JobKey
 from updater.task import TaskConfig
@@ -252,3 +252,25 @@ def test_the_backoff_starts_over_after_a_stable_run_without_a_health_check(
             timeout=30,
         )
     assert waits[:4] == [0.05, 0.1, 0.2, 0.05]
+
+
+def test_a_takeover_leaves_held_instances_running_as_they_are(
+    zk_client, make_driver, strays: Strays, tmp_path: Path
+) -> None:
+    """An instance in flight in a coordinated update waits for the update's next action (a
+    heartbeat), not for the takeover, even when the desired config differs (rule 8)."""
+    paths = Paths("/held")
+    old = TaskConfig.make(["sleep", "300"], stop_grace_ms=300)
+    new = TaskConfig.make(["sleep", "301"], stop_grace_ms=300)
+    first = _driver(tmp_path, InstanceRecords(ZooKeeperStorage(zk_client, paths), "host"))
+    first.reconcile(JOB, {0: old})
+    pid = wait_until(lambda: first.pids(JOB).get(0), timeout=30)
+    strays.add(pid)
+    first.stop()
+    second = make_driver(InstanceRecords(ZooKeeperStorage(zk_client, paths), "host"))
+    second.takeover({JOB: {0: new}}, hold={(JOB, 0)})
+    wait_until(lambda: _state(second) is I.HEALTHY, timeout=30)  # adopted, acting, held
+    assert second.pids(JOB) == {0: pid}
+    second.apply(JOB, [Action(ActionKind.REPLACE, 0, new)])  # the update acts: released
+    wait_until(lambda: second.pids(JOB).get(0) not in (None, pid), timeout=30)
+    strays.add(second.pids(JOB)[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 import attrs
@@ -82,11 +83,20 @@ class Driver(Protocol):
         Called by a new leader for every job, and when a job is created or killed."""
         ...
 
-    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+    def takeover(
+        self,
+        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
+        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+    ) -> None:
         """Required. A new leader's first call, with every job's desired state: reconcile them
         all, adopting what runs, and stop instances of jobs that no longer exist. Called
         before `set_acting(True)`. May raise Unavailable (what runs could not be read), and
-        then must have changed nothing: the leader calls it again."""
+        then must have changed nothing: the leader calls it again.
+
+        Instances in `hold` (in flight in a coordinated update, DESIGN §3 rule 8) are adopted
+        but left exactly as they are, not started, stopped or replaced, until `apply` names
+        them or `reconcile` is called for their job: their desired config may be a step the
+        old leader persisted but never took, and only a heartbeat may let it happen."""
         ...
 
     def set_acting(self, acting: bool) -> None:

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,6 +110,7 @@ class LocalDriver:
             for action in actions:
                 inst = self._instance(job, action.instance_id)
                 inst.desired = None if action.kind is ActionKind.KILL else action.config
+                inst.held = False
         self._wake.set()
 
     def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
@@ -116,11 +118,17 @@ class LocalDriver:
             for instance_id, config in desired.items():
                 self._instance(job, instance_id).desired = config
             for (j, instance_id), inst in self._instances.items():
-                if j == job and instance_id not in desired:
-                    inst.desired = None
+                if j == job:
+                    inst.held = False
+                    if instance_id not in desired:
+                        inst.desired = None
         self._wake.set()
 
-    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+    def takeover(
+        self,
+        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
+        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+    ) -> None:
         """Adopt recorded processes that still run, then reconcile every job; recorded
         processes of jobs that no longer exist are stopped. Raises Unavailable, having changed
         nothing, if the records cannot be read: starting afresh would run every instance twice."""
@@ -135,6 +143,8 @@ class LocalDriver:
             for job, instances in desired.items():
                 for instance_id, config in instances.items():
                     self._instance(job, instance_id).desired = config
+            for job, instance_id in hold:  # as they are until the update acts (rule 8)
+                self._instance(job, instance_id).held = True
         self._wake.set()
 
     def set_acting(self, acting: bool) -> None:
@@ -260,8 +270,8 @@ class LocalDriver:
         due = inst.next_check is not None and now >= inst.next_check
         if inst.state in LIVE and due and not inst.checking:
             self._submit_check(inst)
-        if not self.acting or (inst.state not in LIVE and inst.group is not None):
-            return  # not leading, or its last processes are still going away
+        if not self.acting or inst.held or (inst.state not in LIVE and inst.group is not None):
+            return  # not leading, held at a takeover, or its last processes are still going
         # Act: make it match the desired state.
         if inst.desired is None:
             if inst.state in LIVE:

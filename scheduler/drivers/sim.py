@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import attrs
 
@@ -152,26 +153,33 @@ class SimDriver:
             elif inst.config != desired:
                 self._kill(job, action.instance_id, inst, now)
 
-    def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
+    def reconcile(
+        self, job: JobKey, desired: Mapping[int, TaskConfig], keep: AbstractSet[int] = frozenset()
+    ) -> None:
+        """`keep`: ids to leave as they are (held at a takeover)."""
         instances = self._jobs.setdefault(job, {})
         actions = [
             Action(ActionKind.ADD, i, config)
             for i, config in desired.items()
-            if i not in instances or instances[i].desired != config
+            if i not in keep and (i not in instances or instances[i].desired != config)
         ]
         actions += [
             Action(ActionKind.KILL, i)
             for i, inst in instances.items()
-            if i not in desired and inst.desired is not None
+            if i not in desired and i not in keep and inst.desired is not None
         ]
         if actions:
             self.apply(job, actions)
 
-    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+    def takeover(
+        self,
+        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
+        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+    ) -> None:
         for job in set(self._jobs) - set(desired):
             self.reconcile(job, {})
         for job, instances in desired.items():
-            self.reconcile(job, instances)
+            self.reconcile(job, instances, {i for j, i in hold if j == job})
 
     def set_acting(self, acting: bool) -> None:
         self.acting = acting  # the simulation acts whenever it is told to

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from scheduler.clock import Clock
@@ -63,10 +64,14 @@ class RealtimeSimDriver:
         self._record(job, actions, "reconcile")
         self._wake.set()
 
-    def takeover(self, desired: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+    def takeover(
+        self,
+        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
+        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+    ) -> None:
         with self._lock:
             before = len(self._sim.action_log)
-            self._sim.takeover(desired)
+            self._sim.takeover(desired, hold)
             done = self._sim.action_log[before:]
         for job in {j for _, j, _ in done}:
             self._record(job, [a for _, j, a in done if j == job], "reconcile")
