@@ -10,12 +10,13 @@ from typing import Any
 
 import attrs
 
+from scheduler.codec import health_check_from_json
 from scheduler.tomlfile import Field, TomlError, check_table, dotted, load_toml, locate
 from updater.errors import InvalidRequest
 from updater.keys import JobKey
 from updater.ranges import parse_ranges
 from updater.settings import HeartbeatResume, Settings, Strategy, validate_settings
-from updater.task import HealthCheck, HealthCheckKind, TaskConfig, validate_task
+from updater.task import HealthCheck, TaskConfig, validate_task
 
 MAX_INSTANCES = 100_000
 MAX_METADATA = 63  # the server allows 64; the client adds its request id
@@ -129,16 +130,7 @@ def _health_check(src: _Source, table: dict[str, Any] | None) -> HealthCheck | N
     if table is None:
         return None
     hc = check_table(table, HEALTH_CHECK, src.path, src.text, "task.health_check")
-    return HealthCheck(
-        kind=HealthCheckKind(hc["kind"]),
-        path=hc["path"],
-        command=tuple(hc["command"]),
-        interval_ms=hc["interval_ms"],
-        timeout_ms=hc["timeout_ms"],
-        initial_delay_ms=hc["initial_delay_ms"],
-        healthy_threshold=hc["healthy_threshold"],
-        unhealthy_threshold=hc["unhealthy_threshold"],
-    )
+    return health_check_from_json(hc)  # the file's keys are the stored form's
 
 
 def _strategy(src: _Source, update: dict[str, Any]) -> Strategy:
