@@ -1,100 +1,101 @@
-"""How the leader builds its memory from storage: a new term's rehydration (DESIGN §3 rule 8),
-reloading one update after a write whose outcome is unknown, resyncing a job's instances, and
-history pruning. A part of `LeaderLoop` (a mixin, split out for size); it runs on the loop's
-thread and uses the loop's state."""
+"""How the leader builds its memory from storage: a new term's takeover (DESIGN §3 rule 8),
+reloading one update after a write whose outcome is unknown, and resyncing a job's instances.
+
+`Takeover` gets everything it uses through its constructor and reports through its return
+values and the agenda (work for the loop's next turn). It runs on the leader loop's thread.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 
 import structlog
 
+from scheduler.agenda import RETRY_MS, Agenda
 from scheduler.clock import Clock
-from scheduler.election import Leadership
 from scheduler.memory import RunTable
 from scheduler.metrics import Metrics
-from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import Driver
 from updater.engine import UpdateRun
 from updater.errors import NotFound, PulsegateError, Unavailable
 from updater.keys import JobKey, UpdateKey
-from updater.record import UpdateRecord
-from updater.storage import select_prunable
+from updater.storage import Storage
 from updater.task import TaskConfig
 
 log = structlog.get_logger(__name__)
-RETRY_MS = 1000
 
 
-class Takeover:
-    # Provided by LeaderLoop.
-    store: ZooKeeperStorage
-    leadership: Leadership
-    driver: Driver
-    clock: Clock
-    metrics: Metrics
-    memory: RunTable
-    runs: dict[UpdateKey, UpdateRun]
-    serving_epoch: int | None
-    takeover_ms: int
-    history_keep: int
-    history_max_age_ms: int
-    on_serving: Callable[[], None]
-    _published_epoch: int | None
-    _cv: threading.Condition
-    _dirty: set[UpdateKey]
-    _unblock: dict[UpdateKey, str]
-    _timers: list[tuple[int, UpdateKey | None]]
-    _reload: set[UpdateKey]
-    _resync: set[JobKey]
-    _held: dict[JobKey, Mapping[int, TaskConfig]]
-    _mark: Callable[[UpdateKey], None]
-    _schedule: Callable[[int, UpdateKey | None], None]
-    _set_driver_acting: Callable[[bool], None]
-    request_resync: Callable[[JobKey], None]
+class ParkedInstances:
+    """Jobs whose in-flight instances the driver left exactly as they were at the takeover (a
+    coordinated update's step the old leader stored may not have been taken: only a heartbeat
+    may let it happen). Released by the update's next action, or its end."""
 
-    def adopt(self, record: UpdateRecord, since: int) -> UpdateRun:
-        return self._add_run(UpdateRun(record), since)
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self._jobs: dict[JobKey, Mapping[int, TaskConfig]] = {}
 
-    def _add_run(self, run: UpdateRun, since: int) -> UpdateRun:
-        self.memory.add(run, since)
-        self._mark(run.key)
-        self.metrics.updates_active.set(len(self.memory))
-        return run
+    def park(self, jobs: Mapping[JobKey, Mapping[int, TaskConfig]]) -> None:
+        self._jobs = dict(jobs)
 
-    def _release(self, job: JobKey) -> None:
-        """Let the driver act on a job's instances held at the takeover: its update is acting
-        (a heartbeat arrived), or it is over. Their desired state is still the takeover's: no
-        desired change is persisted without an action, and this runs before the first one."""
-        desired = self._held.pop(job, None)
+    def release(self, job: JobKey) -> None:
+        """Let the driver act on a job's parked instances. Their desired state is still the
+        takeover's: no desired change is persisted without an action, and this runs before the
+        first one."""
+        desired = self._jobs.pop(job, None)
         if desired is not None:
             self.driver.reconcile(job, desired)
 
-    def _drop(self, why: str) -> None:
+    def clear(self) -> None:
+        self._jobs.clear()
+
+    def __contains__(self, job: object) -> bool:
+        return job in self._jobs
+
+
+class Takeover:
+    def __init__(
+        self,
+        store: Storage,
+        driver: Driver,
+        clock: Clock,
+        metrics: Metrics,
+        memory: RunTable,
+        agenda: Agenda,
+        parked: ParkedInstances,
+        set_driver_acting: Callable[[bool], None],
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.clock = clock
+        self.metrics = metrics
+        self.memory = memory
+        self.agenda = agenda
+        self.parked = parked
+        self.set_driver_acting = set_driver_acting
+
+    def add_run(self, run: UpdateRun, since: int) -> UpdateRun:
+        """Start running an update here: watched for heartbeats from `since`, planned next turn."""
+        self.memory.add(run, since)
+        self.agenda.mark(run.key)
+        self.metrics.updates_active.set(len(self.memory))
+        return run
+
+    def drop(self, why: str, was_serving: bool) -> None:
         """Forget every update and every heartbeat: storage is the truth after a lost session."""
-        if self.runs or self.serving_epoch is not None:
-            log.warning("leader_memory_dropped", why=why, updates=len(self.runs))
+        if len(self.memory) or was_serving:
+            log.warning("leader_memory_dropped", why=why, updates=len(self.memory))
         self.memory.clear()
-        with self._cv:
-            self._dirty.clear()
-            self._unblock.clear()
-            self._timers.clear()
-            self._reload.clear()
-            self._resync.clear()  # the takeover reconciles every job anyway
-        self._held.clear()
+        self.agenda.clear()  # the takeover reconciles every job anyway
+        self.parked.clear()
         self.store.forget_caches()
-        self.serving_epoch = None
         self.metrics.updates_active.set(0)
 
-    def _rehydrate(self) -> None:
+    def take_over(self, since: int) -> bool:
         """Load every active update and continue per DESIGN §3 rule 8: coordinated updates get
-        a full heartbeat timeout from now before they are recorded as awaiting pulse."""
+        a full heartbeat timeout from `since` before they are recorded as awaiting pulse. False
+        (and a retry scheduled) if storage or the driver could not be read."""
         started = time.perf_counter()
-        epoch = self.leadership.epoch
-        self._drop("new term of leadership")
-        takeover = self.takeover_ms = self.clock.now()
         try:
             loaded = self.store.load_active()
             for record in loaded.values():
@@ -103,8 +104,8 @@ class Takeover:
             jobs = self.store.load_jobs()
         except PulsegateError as e:  # down, or a corrupt job: retry, never act on a guess
             log.warning("rehydrate_failed", why=e.message)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
+            self.agenda.schedule(self.clock.now() + RETRY_MS, None)
+            return False
         runs: list[UpdateRun] = []
         broken: list[tuple[UpdateKey, str]] = []
         for key, record in loaded.items():
@@ -118,7 +119,7 @@ class Takeover:
             except Exception as e:  # a definition the engine cannot run
                 broken.append((key, f"{type(e).__name__}: {e}"))
         # A coordinated update's instances in flight wait for a heartbeat, like the update.
-        hold = {
+        parked = {
             (run.key.job, i)
             for run in runs
             if run.is_coordinated and run.status.is_active
@@ -127,36 +128,24 @@ class Takeover:
         desired = {job.key: job.instances() for job in jobs}
         try:
             # Adopt what runs before acting, so nothing is corrected against a stale picture.
-            self.driver.takeover(desired, hold)
+            self.driver.takeover(desired, parked)
         except PulsegateError as e:
             log.warning("rehydrate_failed", why=e.message)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        self._held = {job: desired.get(job, {}) for job, _ in hold}
-        self._set_driver_acting(True)
+            self.agenda.schedule(self.clock.now() + RETRY_MS, None)
+            return False
+        self.parked.park({job: desired.get(job, {}) for job, _ in parked})
+        self.set_driver_acting(True)
         for run in runs:
-            self._add_run(run, since=takeover)
-        self.serving_epoch = epoch
+            self.add_run(run, since)
         elapsed = time.perf_counter() - started
         self.metrics.rehydrate_seconds.set(elapsed)
-        log.info("leader_rehydrated", updates=len(self.runs), broken=len(broken), seconds=elapsed)
+        log.info("leader_rehydrated", updates=len(runs), broken=len(broken), seconds=elapsed)
         for key, why in broken:
             log.error("update_unreadable", update=str(key), why=why)
             self.metrics.error("unreadable_update")
-        self._publish()
+        return True
 
-    def _publish(self) -> None:
-        """Tell clients and followers where the leader serves; retried every turn until it
-        lands, or followers would answer "no leader" for the whole term."""
-        try:
-            self.on_serving()
-        except Exception as e:  # fenced write refused, or the connection dropped under it
-            log.warning("serving_not_published", why=str(e) or type(e).__name__)
-            self._schedule(self.clock.now() + RETRY_MS, None)
-            return
-        self._published_epoch = self.serving_epoch
-
-    def _reload_update(self, key: UpdateKey) -> None:
+    def reload_update(self, key: UpdateKey) -> None:
         """Rebuild one update from storage after a write whose outcome is unknown. Its
         heartbeats are kept: they are memory, not storage."""
         self.store.forget_caches()
@@ -165,14 +154,13 @@ class Takeover:
             record = self.store.get_update(key)
         except NotFound:
             self.memory.pulse.forget(key)
-            self._release(key.job)
+            self.parked.release(key.job)
             return
         except Unavailable:
             if old is not None:
                 self.memory.add(old)
-            with self._cv:
-                self._reload.add(key)
-            self._schedule(self.clock.now() + RETRY_MS, None)
+            self.agenda.reload(key)
+            self.agenda.schedule(self.clock.now() + RETRY_MS, None)
             return
         except PulsegateError as e:  # corrupt in storage: it cannot go on; say so, loudly
             log.error("update_unreadable", update=str(key), why=e.message)
@@ -180,33 +168,21 @@ class Takeover:
             self.memory.pulse.forget(key)
             return
         if record.status.is_terminal:
-            self._release(key.job)
+            self.parked.release(key.job)
             self.memory.finish(key, record.status)
             self.metrics.updates_active.set(len(self.memory))
             return
         self.memory.add(UpdateRun(record), since=self.clock.now())
-        self._mark(key)
+        self.agenda.mark(key)
 
-    def _prune(self) -> None:
-        try:
-            doomed = select_prunable(
-                self.store.summaries(),
-                self.clock.now(),
-                self.history_keep,
-                self.history_max_age_ms,
-            )
-            if doomed:
-                self.store.delete_updates(doomed)
-                log.info("history_pruned", updates=len(doomed))
-        except PulsegateError as e:
-            log.warning("history_prune_failed", why=e.message)
-
-    def _resync_job(self, job: JobKey) -> None:
+    def resync_job(self, job: JobKey) -> None:
+        """Tell the driver a job's desired instances from storage (after a job write whose
+        outcome is unknown)."""
         try:
             found = self.store.get_job(job)
         except Unavailable:
-            self.request_resync(job)
-            self._schedule(self.clock.now() + RETRY_MS, None)
+            self.agenda.resync(job)
+            self.agenda.schedule(self.clock.now() + RETRY_MS, None)
             return
         except PulsegateError as e:  # unreadable: leave its instances as they are
             log.error("job_unreadable", job=str(job), why=e.message)

@@ -104,6 +104,15 @@ class MemoryStorage:
     def active_updates(self) -> list[UpdateRecord]:
         return [self.updates[key].record() for key in self.locks.values()]
 
+    def load_active(self) -> dict[UpdateKey, UpdateRecord | Exception]:
+        return {key: self.updates[key].record() for key in self.locks.values()}
+
+    def load_jobs(self) -> list[Job]:
+        return [Job.from_instances(key, instances) for key, instances in self.jobs.items()]
+
+    def forget_caches(self) -> None:
+        """Nothing is cached: memory is the store."""
+
     def summaries(self, job: JobKey | None = None) -> list[UpdateSummary]:
         return [
             UpdateSummary.of(u.record())

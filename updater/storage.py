@@ -186,6 +186,20 @@ class Storage(Protocol):
 
     def active_updates(self) -> list[UpdateRecord]: ...
 
+    def load_active(self) -> Mapping[UpdateKey, UpdateRecord | Exception]:
+        """Every active update, with a per-update error in place of a record that cannot be
+        read, so one corrupt update does not stop a new leader from taking over the others."""
+        ...
+
+    def load_jobs(self) -> list[Job]:
+        """Every job with its desired instances (a new leader's picture of what should run)."""
+        ...
+
+    def forget_caches(self) -> None:
+        """Drop whatever the store remembers of what it read, after a lost write or a change of
+        leader (a store without caches does nothing)."""
+        ...
+
     def summaries(self, job: JobKey | None = None) -> list[UpdateSummary]: ...
 
     def delete_updates(self, keys: Sequence[UpdateKey]) -> None:

@@ -269,12 +269,11 @@ def test_paused_during_rollback_answers_paused_and_resumes_backward() -> None:
 
 
 def rehydrate(world: World, run: UpdateRun, takeover: int) -> UpdateRun:
-    """A new leader: a new run from storage and an empty pulse monitor."""
-    world.simulation.pulse = PulseMonitor()
-    reborn = UpdateRun(world.store.get_update(run.key))
-    if reborn.is_coordinated and reborn.status.is_active:
-        world.simulation.pulse.track(reborn.key, TIMEOUT, takeover)
-    return reborn
+    """A new leader at `takeover` (now): the production loop's takeover, rebuilding the run
+    from storage with an empty pulse monitor."""
+    assert world.clock.now() == takeover
+    world.simulation.fail_over()
+    return world.simulation.run_of(run.key)
 
 
 def test_rule8_after_failover_no_action_until_a_heartbeat_and_awaiting_only_after_a_timeout() -> (

@@ -1,16 +1,20 @@
 """Invariants over random jobs, settings, crash scripts, heartbeat schedules and operator
-commands (hypothesis):
+commands (hypothesis), run against the production leader loop (`scheduler.leader.LeaderLoop`,
+on a fake clock with the in-memory store and the sim driver, through `scheduler.simulation`):
 
-(a) no action is planned while the heartbeat is stale for a coordinated update;
+(a) no action is taken unless the leader that takes it acknowledged a heartbeat younger than
+    the timeout (checked against the monitor's own log, not the loop's pulse memory);
 (b) instances in flight never exceed what the strategy allows;
 (c) a terminal status never changes;
 (d) at ROLLED_FORWARD every in-scope instance runs the new config, at ROLLED_BACK the old one;
 (e) rollback touches instances in exact reverse order;
-(f) each instance event is written at most once per action.
+(f) each instance event is written at most once per action;
+(g) a pause is never lost: only an operator's command moves an update out of *_PAUSED.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -19,7 +23,7 @@ from hypothesis import strategies as st
 from scheduler.drivers.sim import SimBehaviour
 from updater.engine import EMPTY_STEP, UpdateRun
 from updater.errors import NoopUpdate, PulsegateError
-from updater.events import InstanceAction
+from updater.events import Cause, InstanceAction
 from updater.pulse import HeartbeatAnswer
 from updater.ranges import to_ranges
 from updater.settings import HeartbeatResume, Settings, Strategy
@@ -134,16 +138,10 @@ def run_scenario(sc: dict) -> tuple[World, UpdateRun]:
         else:
             world.simulation.run_until_idle(run, start + HORIZON_MS)
             break
-        now = world.clock.now()
-        try:
-            if name == "resume":
-                step = run.resume(world.pulse, "op", "", now)
-            else:
-                step = getattr(run, name)("op", "", now)
+        try:  # the production command path, on the loop's (this) thread
+            world.simulation.loop.commands.update(run.key, name, "op", "")
         except PulsegateError:
             continue
-        if step is not None:
-            world.simulation.persist(run, step)
     return world, run
 
 
@@ -151,10 +149,13 @@ def check_invariants(world: World, run: UpdateRun) -> None:
     record = world.store.get_update(run.key)
     definition = record.definition
 
-    # (a) zero actions with a stale heartbeat
+    # (a) zero actions with a stale heartbeat: each needs a fresh beat acked by that leader
     if definition.is_coordinated:
-        for now, fresh, step in world.trace.steps:
-            assert fresh or not step.actions, f"actions planned at {now} with a stale heartbeat"
+        timeout = definition.settings.heartbeat_timeout_ms
+        for at, term, _, _ in world.trace.actions:
+            beats = [b for b, t, key in world.trace.beats if t == term and key == run.key]
+            last = max((b for b in beats if b <= at), default=None)
+            assert last is not None and at - last < timeout, f"action at {at}, last beat {last}"
 
     # (b) in flight within the strategy's allowance, per direction
     for backward in (False, True):
@@ -230,6 +231,11 @@ def check_invariants(world: World, run: UpdateRun) -> None:
     counts = Counter((e.instance_id, e.action) for e in record.instance_events)
     assert max(counts.values(), default=1) == 1
 
+    # (g) no pause lost
+    for before, after in itertools.pairwise(record.status_events):
+        if before.status.is_paused:
+            assert after.cause is Cause.OPERATOR, f"{before.status.name} left by {after.cause}"
+
 
 @settings(
     max_examples=150,
@@ -255,15 +261,11 @@ def test_invariants_hold_across_a_failover(sc: dict, cut: int) -> None:
         assert reborn.counts() == run.counts()
         check_invariants(world, run)
         return
-    # not finished within the horizon (held or paused): fail over and finish it
-    from updater.pulse import PulseMonitor
-
-    world.simulation.pulse = PulseMonitor()
-    reborn = UpdateRun(world.store.get_update(run.key))
+    # not finished within the horizon (blocked or paused): fail over and finish it
+    world.simulation.fail_over()
+    reborn = world.simulation.run_of(run.key)
     world.simulation.monitor = None
     if reborn.status.is_paused:
-        step = reborn.resume(world.simulation.pulse, "op", "", world.clock.now())
-        if step is not None:
-            world.simulation.persist(reborn, step)
+        world.simulation.loop.commands.update(run.key, "resume", "op", "")
     world.simulation.run_until_idle(reborn, world.clock.now() + HORIZON_MS)
     check_invariants(world, reborn)
