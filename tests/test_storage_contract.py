@@ -192,3 +192,21 @@ def test_summary_of_a_record() -> None:
     store = MemoryStorage()
     record = new_record(store)
     assert UpdateSummary.of(record).last_modified_ms == 1000
+
+
+def test_what_a_new_leader_loads(store) -> None:
+    """`load_active` and `load_jobs`: the takeover's picture, the same from every store."""
+    other = JobKey("db", "prod", "pg")
+    store.create_job(Job.uniform(JOB, OLD, 3))
+    store.create_job(Job.uniform(other, OLD, 1))
+    active = new_record(store)
+    store.start_update(active)
+    done = new_record(store, "u2", job=other, count=1)
+    store.start_update(done)
+    finished = StatusEvent(S.ABORTED, 3000, "bob", "", Cause.OPERATOR)
+    store.write(UpdateWrite.make(done.key, 1, finished))
+    assert store.load_active() == {active.key: active}
+    jobs = {job.key: job.instances() for job in store.load_jobs()}
+    assert jobs == {JOB: dict.fromkeys(range(3), OLD), other: {0: OLD}}
+    store.forget_caches()  # a store reads the same after forgetting what it cached
+    assert store.load_active() == {active.key: active}
