@@ -125,3 +125,21 @@ def test_a_slow_pruning_does_not_hold_up_the_loop() -> None:
     finally:
         store.release.set()
         loop.stop()
+
+
+def test_a_step_planned_fresh_is_not_taken_once_the_lease_has_ended() -> None:
+    """The apply path checks the gate again: a step planned while the heartbeat was fresh
+    and applied after the lease ended is neither written nor taken, and is planned again."""
+    world = World(old_count=3)
+    run = world.start(3, fast_settings(heartbeat_timeout_ms=5_000))
+    loop = world.simulation.loop
+    world.simulation.heartbeat(run)
+    step = run.plan(world.sim.instances(JOB), loop.pulse, world.clock.now())
+    assert step.actions
+    world.advance(5_000)  # the loop was slow: the lease ended before the step was applied
+    events = len(world.store.get_update(run.key).instance_events)
+    assert not loop.applier.apply(run, step)
+    assert len(world.store.get_update(run.key).instance_events) == events
+    assert world.sim.action_log == [] and run.counts().in_flight == 0
+    loop.turn()  # planned again: now it records the timeout instead
+    assert world.statuses(run)[-1].is_awaiting_pulse and world.sim.action_log == []
