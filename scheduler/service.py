@@ -24,7 +24,7 @@ from scheduler.drivers.local import LocalDriver
 from scheduler.drivers.records import InstanceRecords
 from scheduler.drivers.simrt import RealtimeSimDriver
 from scheduler.election import Leadership
-from scheduler.http import HttpServer
+from scheduler.http import HttpServer, Pages
 from scheduler.leader import LeaderLoop
 from scheduler.metrics import Metrics
 from scheduler.paths import Paths
@@ -81,6 +81,7 @@ class Scheduler:
         self.loop: LeaderLoop | None = None
         self.http: HttpServer | None = None
         self.api: Any = None  # the Thrift server, attached by the API layer
+        self.pages: Pages | None = None  # the web UI on the HTTP port, attached by the API layer
         self.api_address = ""
         self._stopped = threading.Event()
 
@@ -101,7 +102,9 @@ class Scheduler:
         self.client = make_client(hosts, config.zk_session_timeout_s)
         self.client.add_listener(self._zk_state)
         self.client.start_async()
-        self.http = HttpServer(config.http_host, config.http_port, self.registry, self.status)
+        self.http = HttpServer(
+            config.http_host, config.http_port, self.registry, self.status, self.pages
+        )
         self.http.start()
         if self.api is not None:
             self.api.start()
