@@ -24,6 +24,7 @@ from thriftpy2.transport import (
     TTransportException,
 )
 
+from api import ui
 from api.auth import Authenticator
 from api.forward import Forwarder
 from api.handler import Handler
@@ -156,7 +157,8 @@ class ApiServer:
 
 
 def attach(scheduler: Scheduler) -> ApiServer:
-    """Give a scheduler its Thrift API (started and stopped with it)."""
+    """Give a scheduler its Thrift API (started and stopped with it) and the web UI on its HTTP
+    port, which calls the same handler."""
     config = scheduler.config
     auth = Authenticator(config.auth_enabled, config.auth_principals, config.reads_require_auth)
     forwarder = Forwarder(
@@ -172,4 +174,5 @@ def attach(scheduler: Scheduler) -> ApiServer:
         config.api_tls_key,
     )
     scheduler.api = server
+    ui.attach(scheduler, server.handler)
     return server
