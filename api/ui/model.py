@@ -142,8 +142,9 @@ def why(d: UpdateDetails, now: int) -> Why:
             text += f"; last heartbeat {duration(d.heartbeat_age_ms)} ago"
         return Why("ok", text)
     kind = "failed" if status in (S.FAILED, S.ERROR) else "done"
-    detail = f" by {_by(last)}" if last.cause is Cause.OPERATOR else f": {last.message}"
-    return Why(kind, _words(status) + (detail if last.message or kind == "done" else ""))
+    if last.cause is Cause.OPERATOR:
+        return Why(kind, f"{_words(status)} by {_by(last)}")
+    return Why(kind, f"{_words(status)}: {last.message}" if last.message else _words(status))
 
 
 # -- heartbeat --------------------------------------------------------------------------------
