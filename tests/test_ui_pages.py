@@ -248,3 +248,27 @@ def test_follower_serves_pages_and_forwards_actions(
         assert client.details(key).record.status_events[-1].message == "from the follower"
     finally:
         follower.stop()
+
+
+def test_reads_that_need_a_token(zk_server, tmp_path: Path) -> None:
+    principal = {"name": "ops", "token_sha256": hash_token(OPERATOR_TOKEN), "roles": ["admin"]}
+    s = start_scheduler(
+        zk_server.hosts,
+        f"/ui-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        **{
+            "auth.enabled": True,
+            "auth.principals": [principal],
+            "auth.reads_require_auth": True,
+        },
+    )
+    try:
+        wait_serving(s)
+        code, html, _ = get(s, "/")
+        assert code == 403 and "enter it in the token field above" in html
+        code, fragment, _ = get(s, "/?fragment=1")
+        assert code == 403 and "<html" not in fragment and 'data-final="0"' in fragment
+        code, html, _ = get(s, "/", {"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        assert code == 200 and "No updates yet" in html
+    finally:
+        s.stop()

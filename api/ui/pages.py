@@ -103,14 +103,13 @@ class WebUI:
                 raise PageError(404, f"nothing here: {request.path}")
             template, build = page
             context = self._base(request) | build(self._credentials(request))
-            fragment = request.query.get("fragment") == ["1"]
-            return self._html(
-                200, f"{template}_body.html" if fragment else f"{template}.html", context
-            )
+            return self._html(200, template, context, request)
         except PageError as e:
+            if e.code >= 500:
+                log.warning("ui_page_failed", path=request.path, code=e.code, error=e.message)
             if request.method == "POST":
                 return _json(e.code, {"error": e.message})
-            return self._html(e.code, "error.html", self._base(request) | {"error": e})
+            return self._html(e.code, "error", self._base(request) | {"error": e}, request)
 
     def _route(self, parts: list[str]) -> tuple[str, Callable[[Any], dict[str, Any]]] | None:
         if not parts:
@@ -243,7 +242,10 @@ class WebUI:
 
     # -- responses -------------------------------------------------------------------------------
 
-    def _html(self, code: int, template: str, context: dict[str, Any]) -> Response:
+    def _html(self, code: int, page: str, context: dict[str, Any], request: Request) -> Response:
+        """The whole page, or with `?fragment=1` its live part only (what the script swaps in)."""
+        fragment = request.query.get("fragment") == ["1"]
+        template = f"{page}_body.html" if fragment else f"{page}.html"
         body = self.env.get_template(template).render(context).encode()
         return Response(code, "text/html; charset=utf-8", body, _HEADERS)
 
