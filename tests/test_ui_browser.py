@@ -141,6 +141,8 @@ def test_follow_block_pause_resume(local, page) -> None:  # type: ignore[no-unty
     expect(page).to_have_url(base + update_url(key))
     expect(page.locator("#why")).to_have_text("waiting for the first heartbeat")
     expect(page.locator("#grid .cell")).to_have_count(4)
+    pids = scheduler.driver.pids(JOB)  # type: ignore[union-attr]
+    expect(page.locator('#grid .cell[data-instance="0"] .where')).to_contain_text(f"pid {pids[0]}")
     shoot(page, "update-waiting")
 
     # a monitor heartbeats: the page follows the update live
@@ -183,6 +185,13 @@ def test_follow_block_pause_resume(local, page) -> None:  # type: ignore[no-unty
     expect(page.locator("#live")).to_have_text("final")
     expect(page.locator("#timeline")).to_contain_text("resumed")
     shoot(page, "update-done")
+
+    page.click("nav.crumbs a")  # the job page: its instances, now at v2, with their processes
+    expect(page.locator("#instances tbody tr")).to_have_count(4)
+    expect(page.locator("#instances")).to_contain_text("desired")
+    live = scheduler.driver.pids(JOB)  # type: ignore[union-attr]
+    expect(page.locator("#instances tbody tr").first).to_contain_text(str(live[0]))
+    shoot(page, "job")
 
 
 @pytest.fixture

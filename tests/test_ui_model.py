@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from api.ui import model
+from api.ui.processes import Process
 from api.views import InstanceStatus, UpdateDetails
 from updater.driver import InstanceState
 from updater.engine import Counts
@@ -122,16 +123,22 @@ def test_grid_and_timeline() -> None:
         InstanceStatus(1, InstanceState.STARTING, True, None, 1, "exited with status 3"),
         InstanceStatus(3, InstanceState.HEALTHY, False, T0, 0, ""),  # outside the update
     ]
-    raw = type("Raw", (), {"host": "h1", "pid": 4242})()
-    cells = model.grid(d, [(i, raw if i.instance_id == 0 else None) for i in seen], T0 + 3000)
+    raw = type("Raw", (), {"host": "h1", "pid": 4242})()  # an API that reports processes
+    records = {1: Process("h2", 99, 8001, "/var/log/1.log"), 3: Process("h2", 98, 8003, "x")}
+    answers = [(i, raw if i.instance_id == 0 else None) for i in seen]
+    cells = model.grid(d, answers, T0 + 3000, records)
     assert [(c.instance_id, c.state, c.step, c.in_scope) for c in cells] == [
         (0, "healthy", "updated", True),
         (1, "starting", "updating", True),
         (2, "unknown", "", True),  # no instance state known
         (3, "healthy", "", False),
     ]
-    assert (cells[0].host, cells[0].pid, cells[1].host) == ("h1", 4242, None)
-    assert cells[1].detail == "STARTING; 1 failure(s); exited with status 3"
+    assert [(c.host, c.pid) for c in cells] == [("h1", 4242), ("h2", 99), (None, None), ("h2", 98)]
+    assert cells[1].detail == (
+        "STARTING; 1 failure(s); exited with status 3; port 8001, log /var/log/1.log"
+    )
+    exited = InstanceStatus(1, InstanceState.EXITED, True, None, 1, "")
+    assert model.host_pid(exited, None, records[1]) == ("h2", None)  # its pid is gone
     timeline = model.timeline(d)
     assert [e.what for e in timeline] == [
         "instance 0: INSTANCE_UPDATED",

@@ -4,19 +4,23 @@ the wording is tested without a browser; templates only lay these out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from api.views import InstanceStatus, UpdateDetails
+from updater.driver import InstanceState
 from updater.events import Cause, InstanceAction, StatusEvent
 from updater.ranges import format_ranges, merge
 from updater.record import REQUEST_ID
 from updater.settings import HeartbeatResume, Settings
 from updater.status import UpdateStatus
 from updater.storage import UpdateSummary
+
+if TYPE_CHECKING:
+    from api.ui.processes import Process
 
 S = UpdateStatus
 
@@ -211,14 +215,23 @@ class Cell:
     detail: str  # hover text: failures, message, since
 
 
-def host_pid(raw: Any) -> tuple[str | None, int | None]:
-    """Host and pid of a Thrift InstanceStatus, where the server reports them."""
-    host = getattr(raw, "host", None)
-    pid = getattr(raw, "pid", None)
-    return (host or None, pid if isinstance(pid, int) and pid > 0 else None)
+_LIVE = frozenset(
+    {InstanceState.STARTING, InstanceState.RUNNING, InstanceState.HEALTHY, InstanceState.KILLING}
+)
 
 
-def instance_detail(i: InstanceStatus, now: int) -> str:
+def host_pid(
+    i: InstanceStatus, raw: Any, process: Process | None = None
+) -> tuple[str | None, int | None]:
+    """Host and pid: from the API's answer where it reports them, else from the process record;
+    a pid only while the instance lives (an exited one's record names a dead process)."""
+    host = getattr(raw, "host", None) or (process.host if process else None)
+    pid = getattr(raw, "pid", None) or (process.pid if process else None)
+    live = i.state in _LIVE
+    return (host or None, pid if live and isinstance(pid, int) and pid > 0 else None)
+
+
+def instance_detail(i: InstanceStatus, now: int, process: Process | None = None) -> str:
     parts = [i.state.name]
     if i.healthy_since_ms is not None:
         parts.append(f"healthy since {ago(i.healthy_since_ms, now)}")
@@ -226,6 +239,8 @@ def instance_detail(i: InstanceStatus, now: int) -> str:
         parts.append(f"{i.failures} failure(s)")
     if i.message:
         parts.append(i.message)
+    if process is not None:
+        parts.append(f"port {process.port}, log {process.log}")
     return "; ".join(parts)
 
 
@@ -233,6 +248,7 @@ def grid(
     d: UpdateDetails,
     instances: Sequence[tuple[InstanceStatus, Any]] | None,
     now: int,
+    processes: Mapping[int, Process] | None = None,
 ) -> list[Cell]:
     """One cell per instance of the job and of the update's scope, by id."""
     definition = d.record.definition
@@ -247,7 +263,8 @@ def grid(
     for instance_id in sorted(scope | set(seen)):
         if instance_id in seen:
             i, raw = seen[instance_id]
-            host, pid = host_pid(raw)
+            process = (processes or {}).get(instance_id)
+            host, pid = host_pid(i, raw, process)
             cells.append(
                 Cell(
                     instance_id,
@@ -257,7 +274,7 @@ def grid(
                     i.at_desired_config,
                     host,
                     pid,
-                    instance_detail(i, now),
+                    instance_detail(i, now, process),
                 )
             )
         else:

@@ -28,6 +28,7 @@ from api import views
 from api.handler import Handler
 from api.idl import pulsegate as t
 from api.ui import model
+from api.ui.processes import Processes
 from scheduler.clock import Clock, SystemClock
 from scheduler.http import Request, Response
 from updater.keys import JobKey, UpdateKey
@@ -88,6 +89,7 @@ class WebUI:
         )
         self.env.globals.update(update_url=update_url, job_url=job_url)
         self.static = _load_static()
+        self.processes = Processes(handler.scheduler, self.clock)
 
     # -- dispatch --------------------------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class WebUI:
             "key": details.record.key,
             "why": model.why(details, now),
             "pulse": model.pulse(details),
-            "cells": model.grid(details, instances, now),
+            "cells": model.grid(details, instances, now, self.processes.of(details.record.key.job)),
             "instances_error": instances_error,
             "timeline": model.timeline(details),
             "settings": model.settings_rows(details.record.definition.settings),
@@ -187,10 +189,12 @@ class WebUI:
         summaries = model.ordered(
             views.summary(s) for s in self._call("getJobUpdateSummaries", query, creds)
         )
-        now = self.clock.now()
-        rows = [
-            (i, *model.host_pid(raw), model.instance_detail(i, now)) for i, raw in instances or ()
-        ]
+        processes = self.processes.of(views.job_key(job))
+        rows = []
+        for i, raw in instances or ():
+            process = processes.get(i.instance_id)
+            host, pid = model.host_pid(i, raw, process)
+            rows.append((i, host, pid, process.log if process else ""))
         return {
             "job": views.job_key(job),
             "config": config,
