@@ -5,7 +5,6 @@ timeline, resume it, watch it finish. Screenshots land in tests/.artifacts/ui/."
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,15 +38,17 @@ ARGS = [
 ]
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / ".artifacts" / "ui"
-SERVICE = str(ROOT / "examples" / "service.py")
 JOB = JobKey("www", "test", "ui")
-CHECK = HealthCheck(HealthCheckKind.HTTP, interval_ms=100, timeout_ms=500, unhealthy_threshold=3)
+# Patient with a slow start (a loaded machine can take a second to start Python): 5 s of
+# failed checks before a restart. Nothing here tests unhealthy instances.
+CHECK = HealthCheck(HealthCheckKind.HTTP, interval_ms=100, timeout_ms=1000, unhealthy_threshold=50)
 WAIT_MS = 15_000  # for the page to show a change (it refreshes every second)
 
 
 def service(version: str) -> TaskConfig:
     return TaskConfig.make(
-        [sys.executable, SERVICE],
+        ["python3", "examples/service.py"],  # as in examples/hello-v1.toml; reads well on the page
+        working_dir=str(ROOT),
         environment={"VERSION": version},
         health_check=CHECK,
         stop_grace_ms=2000,
