@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 Status = Callable[[], dict[str, Any]]
 
 MAX_BODY_BYTES = 64 * 1024  # an action's JSON body is a reason and little else
+DRAIN_BYTES = 1024 * 1024  # a body too large but not huge is read and dropped, so the 413 arrives
 
 
 @attrs.frozen
@@ -136,6 +137,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server  # HTTP/1.0: one request per connection, so stop() leaves no idle threads
+    timeout = 30  # seconds a client may take to send its request: a stalled one frees its thread
 
     def do_GET(self) -> None:
         self._answer("GET")
@@ -155,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 length = -1
             if not 0 <= length <= MAX_BODY_BYTES:
+                if MAX_BODY_BYTES < length <= DRAIN_BYTES:
+                    self.rfile.read(length)  # unread, closing would reset the connection
                 return _json(413, {"error": f"a body must be 0 to {MAX_BODY_BYTES} bytes"})
             body = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
