@@ -161,6 +161,12 @@ def test_actions_go_through_the_handler(scheduler: Scheduler, client: PulsegateC
         {"error": "the body is not valid JSON"},
     )
     assert post(scheduler, path + "/explode", {}, ACTION)[0] == 404
+    big = json.dumps({"message": "x" * 70_000}).encode()
+    assert post(scheduler, path + "/pause", big, ACTION)[0] == 413
+    preflight = urllib.request.Request(base(scheduler) + path + "/pause", method="OPTIONS")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no CORS: no cross-origin action
+        urllib.request.urlopen(preflight, timeout=10)
+    assert "Access-Control-Allow-Origin" not in refused.value.headers
     assert client.details(key).status is S.ROLL_FORWARD_AWAITING_PULSE
 
     assert post(scheduler, path + "/pause", {"message": "looking at errors"}, ACTION) == (

@@ -132,6 +132,7 @@ class WebUI:
             "role": scheduler.leadership.role.value if scheduler.leadership else "starting",
             "path": request.path,
             "now": self.clock.now(),
+            "refresh_ms": 2000,  # an update page refreshes faster (heartbeat ages move)
         }
 
     @staticmethod
@@ -173,6 +174,7 @@ class WebUI:
             "allowed": model.allowed_actions(details),
             "actions": model.ACTIONS,
             "final": not details.status.is_active,
+            "refresh_ms": 1000,
         }
 
     def _job(self, job: Any, creds: Any) -> dict[str, Any]:

@@ -5,8 +5,8 @@
 
 (function () {
   const TOKEN_KEY = "pulsegate-token";
-  const REFRESH_MS = 1000;
   const content = document.getElementById("content");
+  const REFRESH_MS = Number(content.dataset.refreshMs) || 2000;
   const live = document.getElementById("live");
   const flash = document.getElementById("flash");
   const tokenInput = document.getElementById("token");
