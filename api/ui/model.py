@@ -136,9 +136,8 @@ def why(d: UpdateDetails, now: int) -> Why:
         return Why("blocked", f"blocked: no heartbeat for {duration(_silence_ms(d, now))}")
     if status.is_rolling:
         if status is S.ROLLING_BACK:
-            started = next(
-                (e for e in reversed(d.record.status_events) if e.status is status), last
-            )
+            # what turned it around, not a later resume
+            started = next((e for e in d.record.status_events if e.status.is_backward), last)
             text = f"rolling back ({started.cause.value.replace('_', ' ')}): {_by(started)}"
         else:
             text = "rolling forward"
