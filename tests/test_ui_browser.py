@@ -5,12 +5,14 @@ timeline, resume it, watch it finish. Screenshots land in tests/.artifacts/ui/."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 from api.auth import hash_token
@@ -60,12 +62,14 @@ def browser() -> Iterator[object]:
     assert CHROMIUM.exists(), (
         "no /usr/bin/chromium: run deploy/bootstrap.sh (apt-get install chromium)"
     )
+    expect.set_options(timeout=WAIT_MS)  # assertions wait this long (Playwright's default: 5 s)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             yield b
         finally:
             b.close()
+            expect.set_options(timeout=5000)
 
 
 @pytest.fixture
@@ -75,7 +79,8 @@ def page(browser, request: pytest.FixtureRequest):  # type: ignore[no-untyped-de
     p.set_default_timeout(WAIT_MS)
     yield p
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    p.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"), full_page=True)
+    with contextlib.suppress(PlaywrightError):  # the last view, for a failure's post-mortem
+        p.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"), full_page=True)
     context.close()
 
 
