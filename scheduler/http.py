@@ -101,20 +101,24 @@ class HttpServer:
 
     def respond(self, request: Request) -> Response:
         path = request.path
-        if request.method != "POST":
-            if path == "/metrics":
-                return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
-            if path == "/health":
-                return _json(200, {"ok": True})
-            if path == "/ready":
-                status = self.status()
-                return _json(200 if status.get("ready") else 503, status)
-            if path == "/leader":
-                leader = self.status().get("leader")
-                return _json(503 if leader is None else 200, {"leader": leader})
+        if request.method == "POST":
+            return self._page(request)
+        if path == "/metrics":
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
+        if path == "/health":
+            return _json(200, {"ok": True})
+        if path == "/ready":
+            status = self.status()
+            return _json(200 if status.get("ready") else 503, status)
+        if path == "/leader":
+            leader = self.status().get("leader")
+            return _json(503 if leader is None else 200, {"leader": leader})
+        return self._page(request)
+
+    def _page(self, request: Request) -> Response:
         if self.pages is not None:
             return self.pages.respond(request)
-        return _json(404, {"error": f"no such endpoint: {path}"})
+        return _json(404, {"error": f"no such endpoint: {request.path}"})
 
 
 def _json(code: int, body: object) -> Response:
