@@ -142,6 +142,7 @@ def test_follow_block_pause_resume(local, page) -> None:  # type: ignore[no-unty
     # the list shows the update; its link opens the update page
     page.goto(base + "/")
     expect(page.locator("#updates")).to_contain_text("ROLL_FORWARD_AWAITING_PULSE")
+    expect(page.locator("#updates")).to_contain_text("waiting for the first heartbeat")
     expect(page.locator("#jobs")).to_contain_text("www/test/ui")
     page.click(f'a.key[href="{update_url(key)}"]')
     expect(page).to_have_url(base + update_url(key))

@@ -91,6 +91,8 @@ def test_pages_show_updates_jobs_and_why(scheduler: Scheduler, client: Pulsegate
     rows = re.findall(r'<a class="key" href="([^"]+)">', html)
     assert rows == [update_url(key), update_url(done)]  # active first
     assert '<a href="/jobs/www/prod/web">www/prod/web</a>' in html
+    assert '<td class="why-cell why-waiting">waiting for the first heartbeat</td>' in html
+    assert "<td>0/3</td>" in html  # the active update's progress
 
     code, html, _ = get(scheduler, update_url(key))
     assert code == 200

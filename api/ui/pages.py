@@ -24,7 +24,7 @@ import jinja2
 import structlog
 from thriftpy2.thrift import TApplicationException, TException
 
-from api import views
+from api import convert, views
 from api.handler import Handler
 from api.idl import pulsegate as t
 from api.ui import model
@@ -37,6 +37,7 @@ from updater.ranges import format_ranges
 log = structlog.get_logger(__name__)
 
 ACTION_HEADER = "x-pulsegate-action"
+MAX_LISTED_ACTIVE = 50  # active updates whose why-line the list shows (one read each)
 _HEADERS = (
     (
         "Content-Security-Policy",
@@ -155,7 +156,28 @@ class WebUI:
         summaries = model.ordered(views.summary(s) for s in raw)
         jobs = sorted(views.job_key(k) for k in self._call("listJobs", None, creds))
         active = {s.key.job: s.key for s in summaries if s.status.is_active}
-        return {"summaries": summaries[:200], "jobs": jobs, "active": active, "final": False}
+        return {
+            "summaries": summaries[:200],
+            "jobs": jobs,
+            "active": active,
+            "states": self._states(list(active.values())[:MAX_LISTED_ACTIVE], creds),
+            "final": False,
+        }
+
+    def _states(self, keys: list[UpdateKey], creds: Any) -> dict[UpdateKey, Any]:
+        """Why-line and progress of the active updates the list shows; one that cannot be read
+        right now is listed without them."""
+        now = self.clock.now()
+        out: dict[UpdateKey, Any] = {}
+        for key in keys:
+            try:
+                d = views.details(
+                    self._call("getJobUpdateDetails", convert.update_key_out(key), creds)
+                )
+            except PageError:
+                continue
+            out[key] = (model.why(d, now), d.progress)
+        return out
 
     def _update(self, key: Any, creds: Any) -> dict[str, Any]:
         details = views.details(self._call("getJobUpdateDetails", key, creds))
