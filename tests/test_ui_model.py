@@ -102,7 +102,7 @@ def test_held_for_an_operator() -> None:
     ],
 )  # fmt: skip
 def test_why(events: tuple, expected: tuple[str, str]) -> None:
-    assert model.why(details(*events), T0 + 10_000) == model.Why(*expected)
+    assert model.why(details(*events, timeout=0), T0 + 10_000) == model.Why(*expected)
 
 
 def test_rolling_forward_shows_the_heartbeat_and_lease() -> None:
@@ -112,6 +112,9 @@ def test_rolling_forward_shows_the_heartbeat_and_lease() -> None:
     assert pulse is not None and pulse.fresh and pulse.lease == "ends in 3.8 s"
     assert model.allowed_actions(d) == {"pause", "abort", "rollback"}
     assert model.pulse(details(START, ROLL, timeout=0)) is None  # not coordinated
+    after_takeover = model.why(details(START, ROLL), T0).text
+    assert after_takeover == "rolling forward; no heartbeat since the leader took over: holding"
+    assert model.why(details(START, ROLL, timeout=0), T0).text == "rolling forward"
     assert model.allowed_actions(details(START, (S.ROLLED_BACK, Cause.COMPLETE))) == set()
 
 

@@ -143,6 +143,8 @@ def why(d: UpdateDetails, now: int) -> Why:
             text = "rolling forward"
         if d.heartbeat_timeout_ms and d.heartbeat_age_ms is not None:
             text += f"; last heartbeat {duration(d.heartbeat_age_ms)} ago"
+        elif d.heartbeat_timeout_ms:  # a new leader: nothing moves until a heartbeat reaches it
+            text += "; no heartbeat since the leader took over: holding"
         return Why("ok", text)
     kind = "failed" if status in (S.FAILED, S.ERROR) else "done"
     if last.cause is Cause.OPERATOR:
