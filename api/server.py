@@ -3,7 +3,10 @@ connections cost about 170 MB), binary protocol, buffered or framed transport, o
 
 Connections idle longer than `IDLE_TIMEOUT_S` are closed (clients reconnect on their own), which
 also bounds what a peer that sends a huge length prefix and then nothing can hold. Garbage on
-the wire closes that one connection, quietly, and is counted."""
+the wire closes that one connection, quietly, and is counted.
+
+The listening socket is bound without SO_REUSEPORT (thriftpy2 sets it), so a second scheduler
+on a port in use is refused instead of sharing the port."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from api.forward import Forwarder
 from api.handler import Handler
 from api.idl import Service
 from api.wire import protocol_factory
+from scheduler.ports import PortInUse, is_address_in_use
 
 if TYPE_CHECKING:
     from scheduler.service import Scheduler
@@ -99,18 +103,35 @@ class ApiServer:
         self._thread: threading.Thread | None = None
 
     def _socket(self) -> TServerSocket:
+        """The server socket, already listening (so the port is known)."""
         timeout_ms = int(self.idle_timeout_s * 1000)
+        server: TServerSocket
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
-            return TSSLServerSocket(
+            server = TSSLServerSocket(
                 self.host,
                 self.port,
                 client_timeout=timeout_ms,
                 backlog=BACKLOG,
                 ssl_context=context,
             )
-        return TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        else:
+            server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # but never SO_REUSEPORT
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            if is_address_in_use(e):
+                raise PortInUse("the Thrift API", self.host, self.port, "api.port") from None
+            raise
+        sock.listen(BACKLOG)
+        server.sock = sock
+        server.listen = lambda: None  # type: ignore[method-assign]  # listening already
+        return server
 
     def _bad_input(self, error: Exception) -> None:
         self.bad_input += 1
@@ -119,9 +140,7 @@ class ApiServer:
 
     def start(self) -> None:
         sock = self._socket()
-        sock.listen()
         self.port = sock.sock.getsockname()[1]
-        sock.listen = lambda: None  # type: ignore[method-assign]  # bound above, port known
         factory = transport_factory(self.transport)
         self._server = _Server(
             TProcessor(Service, self.handler),

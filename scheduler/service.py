@@ -3,7 +3,8 @@ driver, the leader loop and the HTTP endpoints together, and takes them apart on
 
 Start-up never waits for ZooKeeper: the client connects in the background and keeps retrying
 (backoff capped at one second, or a restarted ZooKeeper's sessions expire before we return),
-and the node reports not-ready meanwhile. Stop releases leadership at once and kills no
+and the node reports not-ready meanwhile. A port that is taken (API, HTTP, embedded ZooKeeper)
+refuses the start, naming the setting to change. Stop releases leadership at once and kills no
 instance."""
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from scheduler.http import HttpServer
 from scheduler.leader import LeaderLoop
 from scheduler.metrics import Metrics
 from scheduler.paths import Paths
-from scheduler.zkserver import EmbeddedZooKeeper
+from scheduler.ports import PortInUse, is_address_in_use, is_port_free
+from scheduler.zkserver import EmbeddedZooKeeper, ZooKeeperStartError
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import Driver
 
@@ -53,7 +55,7 @@ def make_driver(config: Config, clock: Clock, store: ZooKeeperStorage) -> Driver
         return LocalDriver(
             clock,
             base_dir=Path.cwd(),
-            log_dir=Path(config.state_dir) / "logs",
+            log_dir=Path(config.state_dir).resolve() / "logs",
             records=InstanceRecords(store, socket.gethostname()),
         )
     raise ValueError(f"unknown driver {config.driver!r}")
@@ -87,22 +89,25 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Raises PortInUse if a port is taken (nothing is left running then, after `stop()`)."""
         config = self.config
+        self._check_ports()
         hosts = config.zk_hosts
         if config.zk_embedded:
-            data_dir = Path(config.resolved_embedded_data_dir)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            self.embedded = EmbeddedZooKeeper(
-                data_dir, port=config.zk_embedded_port or None, die_with_parent=True
-            )
-            self.embedded.start()
+            self.embedded = self._start_embedded()
             hosts = self.embedded.hosts
-            log.info("embedded_zookeeper_started", hosts=hosts, data_dir=str(data_dir))
         self.client = make_client(hosts, config.zk_session_timeout_s)
         self.client.add_listener(self._zk_state)
         self.client.start_async()
         self.http = HttpServer(config.http_host, config.http_port, self.registry, self.status)
-        self.http.start()
+        try:
+            self.http.start()
+        except OSError as e:
+            if is_address_in_use(e):
+                raise PortInUse(
+                    "the HTTP", config.http_host, config.http_port, "http.port"
+                ) from None
+            raise
         if self.api is not None:
             self.api.start()
         self.api_address = self._advertised_api()
@@ -152,6 +157,49 @@ class Scheduler:
             root=config.zk_root,
             driver=config.driver,
         )
+
+    def _check_ports(self) -> None:
+        """Refuse a taken port before anything starts (the servers check again as they bind)."""
+        config = self.config
+        wanted = [("the HTTP", config.http_host, config.http_port, "http.port")]
+        if self.api is not None:
+            wanted.append(("the Thrift API", config.api_host, config.api_port, "api.port"))
+        if config.zk_embedded:
+            port = config.zk_embedded_port
+            wanted.append(
+                ("the embedded ZooKeeper's", "127.0.0.1", port, "zookeeper.embedded_port")
+            )
+        for what, host, port, key in wanted:
+            if port and not is_port_free(host, port):
+                raise PortInUse(what, host, port, key)
+
+    def _start_embedded(self) -> EmbeddedZooKeeper:
+        """Port 0 takes the port of the data dir's last run if free, else any; the connection
+        string is left in <data dir>/hosts for clients."""
+        config = self.config
+        data_dir = Path(config.resolved_embedded_data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        embedded = EmbeddedZooKeeper(
+            data_dir, port=config.zk_embedded_port or None, die_with_parent=True
+        )
+        try:
+            embedded.start()
+        except ZooKeeperStartError as e:
+            if e.reason == "port_in_use":
+                raise PortInUse(
+                    "the embedded ZooKeeper's",
+                    embedded.host,
+                    embedded.port,
+                    "zookeeper.embedded_port",
+                ) from None
+            raise
+        log.info(
+            "embedded_zookeeper_started",
+            hosts=embedded.hosts,
+            data_dir=str(data_dir),
+            hosts_file=str(embedded.hosts_path),
+        )
+        return embedded
 
     def stop(self) -> None:
         """Release leadership first (a follower takes over at once), then stop serving. Running
