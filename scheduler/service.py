@@ -3,9 +3,9 @@ driver, the leader loop and the HTTP endpoints together, and takes them apart on
 
 Start-up never waits for ZooKeeper: the client connects in the background and keeps retrying
 (backoff capped at one second, or a restarted ZooKeeper's sessions expire before we return),
-and the node reports not-ready meanwhile. A port that is taken (API, HTTP, embedded ZooKeeper)
-refuses the start, naming the setting to change. Stop releases leadership at once and kills no
-instance."""
+and the node reports not-ready meanwhile; it is also not ready while its own API cannot answer
+it (`selfprobe.py`). A port that is taken (API, HTTP, embedded ZooKeeper) refuses the start,
+naming the setting to change. Stop releases leadership at once and kills no instance."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from scheduler.leader import LeaderLoop
 from scheduler.metrics import Metrics
 from scheduler.paths import Paths
 from scheduler.ports import PortInUse, is_address_in_use, is_port_free
+from scheduler.selfprobe import PROBE_INTERVAL_S, SelfProbe
 from scheduler.zkserver import EmbeddedZooKeeper, ZooKeeperStartError
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import Driver
@@ -68,6 +69,7 @@ class Scheduler:
         clock: Clock | None = None,
         driver: Driver | None = None,
         registry: CollectorRegistry | None = None,
+        api_probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -84,6 +86,8 @@ class Scheduler:
         self.http: HttpServer | None = None
         self.api: Any = None  # the Thrift server, attached by the API layer
         self.api_address = ""
+        self.api_probe_interval_s = api_probe_interval_s
+        self.probe: SelfProbe | None = None
         self._stopped = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -110,6 +114,8 @@ class Scheduler:
             raise
         if self.api is not None:
             self.api.start()
+            self.probe = SelfProbe(self.api.probe, self.api_probe_interval_s)
+            self.probe.start()
         self.api_address = self._advertised_api()
         identity = {
             "id": config.scheduler_id,
@@ -211,6 +217,8 @@ class Scheduler:
             self.leadership.stop()
         if self.loop is not None:
             self.loop.stop()
+        if self.probe is not None:
+            self.probe.stop()
         if self.api is not None:
             self.api.stop()
         if self.http is not None:
@@ -251,17 +259,23 @@ class Scheduler:
         self.leadership.publish_serving({"since": self.loop.takeover_ms})
 
     def status(self) -> dict[str, Any]:
-        """For /ready and /leader."""
+        """For /ready and /leader. Ready needs ZooKeeper, a serving leader (this node or
+        another) and, with an API, its last self-probe answered."""
         connected = bool(self.client is not None and self.client.connected)
         leader = self.leadership.leader_identity() if self.leadership and connected else None
         serving = bool(self.loop is not None and self.loop.is_serving)
         role = self.leadership.role.value if self.leadership else "starting"
+        api = self.probe.verdict() if self.probe is not None else None
+        api_ok = self.api is None or (api is not None and api.ok)
         return {
             "id": self.config.scheduler_id,
             "role": role,
             "serving": serving,
             "zookeeper": "connected" if connected else "disconnected",
-            "ready": connected and (serving or (leader is not None and role == "follower")),
+            "api": "none" if self.api is None else (api.describe() if api else "not started"),
+            "ready": api_ok
+            and connected
+            and (serving or (leader is not None and role == "follower")),
             "leader": leader,
             "active_updates": len(self.loop.runs) if self.loop and serving else None,
         }
