@@ -1,18 +1,22 @@
 """pulsegate installed the standard Python way: a wheel built from the tree, installed into a
 fresh virtualenv (its dependencies from the package index, so thriftpy2 is the stock wheel, not
-the one deploy/bootstrap.sh rebuilds), runs its CLI and the whole demo from there, with nothing
-of the checkout on its path."""
+the one deploy/bootstrap.sh rebuilds), runs its CLI, a scheduler and the whole demo from there,
+outside the checkout and with nothing of it on its path."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("updater", "scheduler", "api")
@@ -72,30 +76,69 @@ def test_the_wheel_carries_the_idl_the_examples_and_every_package_file(wheel: Pa
     assert not any(n.startswith("thrift/") for n in names)
 
 
-def test_the_installed_cli_and_demo_run_from_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path)
-    python = venv / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python", python]
-    run([*pip, "install", "-q", wheel], tmp_path)
-    cli = venv / "bin" / "pulsegate"
-    outside = tmp_path / "elsewhere"  # not the checkout: nothing found by accident
-    outside.mkdir()
+@pytest.fixture(scope="module")
+def venv(wheel: Path) -> Path:
+    """A fresh virtualenv with the wheel and its dependencies from the index."""
+    venv = wheel.parent.parent / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", venv], wheel.parent)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python"]
+    run([*pip, venv / "bin" / "python", "install", "-q", wheel], wheel.parent)
+    return venv
 
-    where = run([python, "-c", "import api; print(api.__file__)"], outside).stdout
-    assert where.startswith(str(venv)), where
-    assert "scheduler" in run([cli, "--help"], outside).stdout
+
+def test_the_installed_cli_answers_help_and_version(venv: Path, tmp_path: Path) -> None:
+    python, cli = venv / "bin" / "python", venv / "bin" / "pulsegate"
+    where = run([python, "-c", "import api; print(api.__file__)"], tmp_path).stdout
+    assert where.startswith(str(venv)), where  # the installed copy, not the checkout
+    assert "scheduler" in run([cli, "--help"], tmp_path).stdout
     version = run(
-        [python, "-c", "import importlib.metadata as m; print(m.version('pulsegate'))"], outside
+        [python, "-c", "import importlib.metadata as m; print(m.version('pulsegate'))"], tmp_path
     )
-    assert run([cli, "--version"], outside).stdout.strip() == f"pulsegate {version.stdout.strip()}"
+    assert run([cli, "--version"], tmp_path).stdout.strip() == f"pulsegate {version.stdout.strip()}"
 
+
+def test_the_installed_scheduler_runs_and_gets_ready(venv: Path, tmp_path: Path) -> None:
+    """Ready means its own API answered it: through the fallback codec with the stock wheel."""
+    log = tmp_path / "scheduler.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env |= {"PULSEGATE_LOG_FORMAT": "json", "PULSEGATE_ZOOKEEPER_EMBEDDED_PORT": "0"}
+    argv = [venv / "bin" / "pulsegate", "scheduler", "run", "--zk", "embedded"]
+    argv += ["--api-port", "0", "--http-port", "0"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            started = [e for e in events(log) if e.get("event") == "scheduler_started"]
+            if not started:
+                return False
+            try:
+                with urllib.request.urlopen(f"http://{started[0]['http']}/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=60, message="the installed scheduler did not get ready")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def events(log: Path) -> list[dict]:
+    lines = log.read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_the_installed_demo_runs(venv: Path, tmp_path: Path) -> None:
+    python, cli = venv / "bin" / "python", venv / "bin" / "pulsegate"
     state = tmp_path / "demo"
-    out = run([cli, "demo", "--state-dir", state], outside).stdout
+    out = run([cli, "demo", "--state-dir", state], tmp_path).stdout
     assert "demo: 1 update rolled forward, 1 rolled back" in out, out
     assert "INSTANCE_UPDATE_FAILED (health check failed" in out, out
     guarded = run(
-        [python, "-c", "from api.wire import compiled_decoder_is_guarded as g; print(g())"], outside
+        [python, "-c", "from api.wire import compiled_decoder_is_guarded as g; print(g())"],
+        tmp_path,
     )
     if guarded.stdout.strip() == "False":  # the stock wheel: the demo ran on the fallback
         assert "thrift_decoder_unguarded" in (state / "scheduler.log").read_text()
