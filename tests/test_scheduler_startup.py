@@ -27,20 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Run:
-    """One `pulsegate scheduler run` child, in `cwd`, logging JSON to a file."""
+    """One `pulsegate scheduler run` child, in `cwd`; its stderr (JSON logs, and any error for
+    the operator) goes to a file."""
 
     def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
         cwd.mkdir(parents=True, exist_ok=True)
         self.cwd = cwd
         self.log = cwd / "scheduler.log"
         environ = {**os.environ, "PYTHONPATH": str(ROOT), "PULSEGATE_LOG_FORMAT": "json"}
-        with self.log.open("ab") as out:
+        with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "scheduler", "run", *args],
                 cwd=cwd,
                 env={**environ, **(env or {})},
-                stdout=out,
-                stderr=out,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
             )
 
     def started(self) -> dict[str, Any] | None:
@@ -61,7 +62,7 @@ class Run:
 
     def refused(self) -> str:
         """Wait for the child to exit (a scheduler that starts anyway fails the test) and
-        return its output."""
+        return what it said to the operator on stderr."""
         try:
             code = self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -69,7 +70,10 @@ class Run:
         output = self.log.read_text(errors="replace")
         assert code != 0, output
         assert "Traceback" not in output, output
-        return output
+        # For the operator, a line of text (not only the JSON log line saying the same).
+        said = [line for line in output.splitlines() if line.startswith("pulsegate: ")]
+        assert said, output
+        return "\n".join(said)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
