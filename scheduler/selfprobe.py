@@ -13,6 +13,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 PROBE_INTERVAL_S = 5.0
+RETRY_S = 1.0  # while failing, probe at least this often: readiness comes back quickly
 
 
 @attrs.frozen
@@ -30,9 +31,9 @@ class Verdict:
 
 
 class SelfProbe:
-    """Runs `call` (which raises when the API cannot answer) at once and then every `interval_s`,
-    in a thread of its own: the call is network I/O, so it never runs under the lock, and
-    `verdict()` (from HTTP threads) never waits for it."""
+    """Runs `call` (which raises when the API cannot answer) at once and then every `interval_s`
+    (at most `RETRY_S` while it fails), in a thread of its own: the call is network I/O, so it
+    never runs under the lock, and `verdict()` (from HTTP threads) never waits for it."""
 
     def __init__(self, call: Callable[[], None], interval_s: float = PROBE_INTERVAL_S) -> None:
         self.call = call
@@ -74,5 +75,5 @@ class SelfProbe:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.probe_once()
-            self._stop.wait(self.interval_s)
+            ok = self.probe_once().ok
+            self._stop.wait(self.interval_s if ok else min(self.interval_s, RETRY_S))

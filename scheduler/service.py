@@ -93,7 +93,7 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Raises PortInUse if a port is taken (nothing is left running then, after `stop()`)."""
+        """Raises PortInUse when a port is taken; `stop()` then undoes what had started."""
         config = self.config
         self._check_ports()
         hosts = config.zk_hosts
@@ -114,8 +114,6 @@ class Scheduler:
             raise
         if self.api is not None:
             self.api.start()
-            self.probe = SelfProbe(self.api.probe, self.api_probe_interval_s)
-            self.probe.start()
         self.api_address = self._advertised_api()
         identity = {
             "id": config.scheduler_id,
@@ -154,6 +152,9 @@ class Scheduler:
         )
         self.loop.start()
         self.leadership.start()
+        if self.api is not None:
+            self.probe = SelfProbe(self.api.probe, self.api_probe_interval_s)
+            self.probe.start()
         log.info(
             "scheduler_started",
             id=config.scheduler_id,
