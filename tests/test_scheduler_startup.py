@@ -115,11 +115,15 @@ def test_the_default_relative_state_dir_and_embedded_zookeeper_work(first) -> No
     client = KazooClient(hosts=hosts_file.read_text().strip())  # as a client would find it
     client.start(timeout=10)
     try:
-        leader = json.loads(client.get("/pulsegate/leader")[0])
+        data = wait_until(
+            lambda: client.exists("/pulsegate/leader") and client.get("/pulsegate/leader")[0],
+            timeout=30,
+            message="no leader in the embedded ZooKeeper",
+        )
     finally:
         client.stop()
         client.close()
-    assert leader["api"] == run.started()["api"]
+    assert json.loads(data)["api"] == run.started()["api"]
 
 
 def test_a_second_scheduler_on_the_same_api_port_is_refused(first, tmp_path) -> None:
