@@ -61,7 +61,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(ROOT / name, source / name)
     dist = work / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, source], work)
+    # Build isolation: the build backend comes from the index, as for any user (a fresh venv's
+    # own setuptools may be too old to build wheels).
+    run([*pip, "wheel", "--no-deps", "-q", "-w", dist, source], work)
     (built,) = dist.glob("pulsegate-*.whl")
     return built
 
