@@ -70,9 +70,10 @@ def run_scheduler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         scheduler.start()
-    except Exception as e:
+    except Exception as e:  # a port in use, no java...: said on stderr, no traceback
         log.error("scheduler_start_failed", error=str(e))
         scheduler.stop()
+        print(f"pulsegate: the scheduler cannot start: {e}", file=sys.stderr)
         return 1
     while not scheduler.wait(1.0):
         pass
