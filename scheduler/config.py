@@ -171,7 +171,12 @@ class Config:
     http_port: int = _key(
         "http.port", 7071, "metrics/health port (0 = a free port)", min=0, max=65535
     )
-    driver: str = _key("driver.kind", "sim", "how instances are run", choices=("sim", "local"))
+    driver: str = _key(
+        "driver.kind",
+        "local",
+        "how instances are run: local processes, or simulated (sim, for tests)",
+        choices=("sim", "local"),
+    )
     sim_action_log: str = _key(
         "driver.sim_action_log", "", "JSON-lines log of every sim driver action ('' = none)"
     )
@@ -188,7 +193,12 @@ class Config:
     log_level: str = _key(
         "log.level", "info", "log level", choices=("debug", "info", "warning", "error")
     )
-    log_format: str = _key("log.format", "json", "log format", choices=("json", "console"))
+    log_format: str = _key(
+        "log.format",
+        "auto",
+        "log format: auto is console on a terminal, json otherwise",
+        choices=("auto", "json", "console"),
+    )
     auth_enabled: bool = _key("auth.enabled", False, "require a token for mutating calls")
     reads_require_auth: bool = _key(
         "auth.reads_require_auth", False, "require a token for reads too"
