@@ -46,6 +46,7 @@ def logs_to_stderr(restore_logging: None) -> None:
 
 class Cli:
     def __init__(self, scheduler: Scheduler, capsys: pytest.CaptureFixture[str], tmp: Path):
+        self.scheduler = scheduler
         self.address = api_address(scheduler)
         self.capsys = capsys
         self.tmp = tmp
