@@ -23,8 +23,9 @@ from updater.errors import InvalidRequest
 from updater.keys import check_name
 
 ENV_PREFIX = "PULSEGATE_"
-# PULSEGATE_* variables that are not config keys (the CLI reads the config file's path).
-ENV_NOT_KEYS = frozenset({"PULSEGATE_CONFIG"})
+# PULSEGATE_* variables that are not config keys: the config file's path, and the CLI client's
+# settings (a shell that exports them also runs `pulsegate scheduler run`).
+ENV_NOT_KEYS = frozenset({"PULSEGATE_CONFIG", "PULSEGATE_SCHEDULER", "PULSEGATE_TOKEN"})
 _META = "pulsegate.key"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
