@@ -170,8 +170,9 @@ def start_update(args: argparse.Namespace) -> int:
             raise
         info = _info(client)
         url = info.update_url(key) if info is not None else None
-        if args.json:
-            render.print_json({"key": str(key), "job": str(job), "url": url, "change": change})
+        if args.json:  # with --wait, the first line of a JSON-lines stream
+            started = {"key": str(key), "job": str(job), "url": url, "change": change}
+            render.print_json(started, lines=args.wait)
         else:
             out.print(f"{job}: {render.diff_summary(diff)}", soft_wrap=True, markup=False)
             out.print(str(key), soft_wrap=True, markup=False)

@@ -56,8 +56,9 @@ def _stamp(name: str, ms: int | None) -> dict[str, Any]:
     return {f"{name}_ms": ms, f"{name}_at": iso(ms)}
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+def print_json(data: Any, lines: bool = False) -> None:
+    """Indented for a reader, or on one line (`lines`) as part of a JSON-lines stream."""
+    sys.stdout.write(json.dumps(data, indent=None if lines else 2) + "\n")
 
 
 # -- JSON ---------------------------------------------------------------------------------------

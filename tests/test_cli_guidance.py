@@ -19,6 +19,7 @@ from test_cli import KEY, NEVER_HEALTHY, Cli
 from api.cli import main
 from api.cli_common import EXIT_CODES
 from api.client import planned_retries
+from scheduler.config import load_config
 from scheduler.logs import configure_logging
 from scheduler.service import Scheduler
 from scheduler.zkserver import EmbeddedZooKeeper
@@ -156,6 +157,13 @@ def test_wait_json_streams_one_object_per_change_until_the_end(cli: Cli) -> None
     assert len({json.dumps(s, sort_keys=True) for s in stream}) == len(stream)  # changes only
     assert {s["instances_in_update"] for s in stream} == {2}
 
+    cli("job", "kill", "www/prod/web")
+    argv = ("update", "start", "www/prod/web", str(cli.file(instances=1)), "--create", "--wait")
+    code, out, _ = cli(*argv, "--json", "--interval", "0.02")
+    stream = lines(out)  # the start, then the changes: every line one object
+    assert code == 0 and stream[0]["url"].endswith(stream[0]["key"].split("/", 3)[3])
+    assert stream[-1]["status"] == "ROLLED_FORWARD" and stream[-1]["key"] == stream[0]["key"]
+
 
 def test_the_denominator_stays_put_through_a_rollback(cli: Cli) -> None:
     cli("job", "create", "www/prod/web", str(cli.file(instances=5)))
@@ -263,6 +271,12 @@ def test_update_info_shows_the_instances(cli: Cli) -> None:
     ]
     out = cli("update", "info", str(key))[1]
     assert "instances now" in out and "AT DESIRED" in out and "HEALTHY SINCE" in out
+
+
+def test_the_scheduler_accepts_the_clis_own_environment() -> None:
+    """A shell that exports PULSEGATE_SCHEDULER/TOKEN for the CLI also runs the scheduler."""
+    env = {"PULSEGATE_SCHEDULER": "127.0.0.1:7070", "PULSEGATE_TOKEN": "s3cret"}
+    assert load_config(None, env).driver == "local"  # the default driver, too
 
 
 def test_log_format_auto_is_console_on_a_terminal_and_json_otherwise(

@@ -131,7 +131,9 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         logs = work.resolve() / "var" / "quickstart" / "logs" / "demo" / "local" / "hello"
         assert "failed: " in bad and f"its output: {logs}/" in bad
         assert "no change" in outputs["pulsegate update start examples/hello-v2.toml"]
-        assert "pulsegate: driver: local" in (work / "var" / "quickstart.log").read_text()
+        log = (work / "var" / "quickstart.log").read_text().splitlines()
+        assert log[0].startswith("pulsegate: driver: local")  # the one-line notice
+        assert log[1].startswith("{")  # log.format auto: JSON lines in a file
     finally:
         try:
             if client.has_instances(JOB):
