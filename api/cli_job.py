@@ -17,7 +17,7 @@ from api.cli_common import (
     parse_job,
     read_job_file,
 )
-from updater.errors import NotFound
+from updater.errors import NotFound, PulsegateError
 from updater.status import ACTIVE
 
 
@@ -75,10 +75,14 @@ def job_status(args: argparse.Namespace) -> int:
         job = client.get_job(job_key)
         instances = client.instances(job_key)
         active = client.summaries(job=job_key, statuses=ACTIVE)
+        try:
+            info = client.info()
+        except PulsegateError:
+            info = None
     if args.json:
-        render.print_json(render.job_status_json(job, instances, active))
+        render.print_json(render.job_status_json(job, instances, active, info))
     else:
-        render.print_job_status(render.console(), job, instances, active)
+        render.print_job_status(render.console(), job, instances, active, info)
     return OK
 
 

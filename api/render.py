@@ -18,6 +18,7 @@ from rich.text import Text
 
 from api.client import REQUEST_ID
 from api.views import DiffView, InstanceStatus, SchedulerInfo, UpdateDetails
+from updater.driver import InstanceState
 from updater.events import Cause, InstanceAction
 from updater.job import ConfigGroup, Job
 from updater.ranges import Range, format_ranges, merge
@@ -161,13 +162,20 @@ def instance_json(i: InstanceStatus) -> dict[str, Any]:
 
 
 def job_status_json(
-    job: Job, instances: Sequence[InstanceStatus], active: Sequence[UpdateSummary]
+    job: Job,
+    instances: Sequence[InstanceStatus],
+    active: Sequence[UpdateSummary],
+    info: SchedulerInfo | None = None,
 ) -> dict[str, Any]:
+    def with_log(i: InstanceStatus) -> dict[str, Any]:
+        log = info.instance_log(job.key, i.instance_id) if info is not None else None
+        return {**instance_json(i), "log": log}
+
     return {
         "job": str(job.key),
         "instance_count": job.instance_count,
         "groups": groups_json(job.groups),
-        "instances": [instance_json(i) for i in instances],
+        "instances": [with_log(i) for i in instances],
         "active_updates": [summary_json(s) for s in active],
     }
 
@@ -311,8 +319,13 @@ def print_jobs(out: Console, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def print_job_status(
-    out: Console, job: Job, instances: Sequence[InstanceStatus], active: Sequence[UpdateSummary]
+    out: Console,
+    job: Job,
+    instances: Sequence[InstanceStatus],
+    active: Sequence[UpdateSummary],
+    info: SchedulerInfo | None = None,
 ) -> None:
+    """The job's configs and instances; a failing instance points at its log (local driver)."""
     rows: list[tuple[str, object]] = [("job", str(job.key)), ("instances", job.instance_count)]
     rows.extend(("active update", f"{s.key} {s.status.name}") for s in active)
     _fields(out, rows)
@@ -322,6 +335,11 @@ def print_job_status(
     ]
     _table(out, "INSTANCES=ids COMMAND=run HEALTH_CHECK=check", groups, "desired configs")
     _table(out, _INSTANCE_COLUMNS, (instance_json(i) for i in instances), "instances")
+    for i in instances:
+        log = info.instance_log(job.key, i.instance_id) if info is not None else None
+        if log and (i.failures or i.state is InstanceState.EXITED):
+            why = i.message or i.state.name.lower()
+            out.print(Text(f"instance {i.instance_id}: {why}; its output: {log}"), soft_wrap=True)
 
 
 def diff_summary(diff: DiffView) -> str:

@@ -322,6 +322,8 @@ def test_a_failed_instance_points_at_its_log_file(
         assert failed[0].endswith(f"; its output: {log}")
         assert "boom" in log.read_text()
         assert cli.json("update", "info", "www/prod/crash")["failures"] == failed
+        status = cli.json("job", "status", "www/prod/crash")
+        assert [i["log"] for i in status["instances"]] == [str(log)]
     finally:
         client = client_for(local)
         for job in client.list_jobs():
