@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -30,6 +33,7 @@ from cluster import client_for, start_scheduler, wait_serving
 from waiting import wait_until
 
 SLOW = "min_wait_ms = 600000"  # stays active
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -331,3 +335,32 @@ def test_a_failed_instance_points_at_its_log_file(
         wait_until(lambda: not local.driver.pids(JobKey("www", "prod", "crash")), timeout=30)
         client.close()
         local.stop()
+
+
+def test_scheduler_run_flags_for_the_driver_and_the_log_format(
+    zk_hosts: str, tmp_path: Path
+) -> None:
+    """`--driver sim` runs without the local-driver notice; `--log-format console` logs for
+    people even into a file (auto would choose JSON there)."""
+    log = tmp_path / "scheduler.log"
+    argv = [
+        sys.executable, "-m", "api.cli", "scheduler", "run", "--zk", zk_hosts,
+        "--api-port", "0", "--http-port", "0", "--state-dir", str(tmp_path / "state"),
+        "--driver", "sim", "--log-format", "console",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEGATE_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out
+        )
+    try:
+        started = wait_until(
+            lambda: next((x for x in log.read_text().splitlines() if "scheduler_started" in x), ""),
+            30,
+            0.05,
+        )
+        assert not started.startswith("{") and "[info" in started
+        assert "driver: local" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
