@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -195,7 +196,14 @@ class Handler:
         return checks.text(auth.token, "auth.token", 4096)
 
     def _user(self, auth: Any, action: Action, job: JobKey | None) -> str:
-        return self.auth.check(self._token(auth), action, job)
+        """Who the call is recorded as: the principal (or the auth-off user), and the monitor's
+        name when a health monitor calls, so that its pause is not taken for an operator's."""
+        user = self.auth.check(self._token(auth), action, job)
+        monitor = None if auth is None else auth.monitor
+        if monitor is None:
+            return user
+        name = checks.text(monitor, "auth.monitor", 64)
+        return f"monitor {name}" if user == AUTH_OFF_USER else f"{user} (monitor {name})"
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -389,6 +397,11 @@ class Handler:
             leaderId=leader.get("id") if leader else None,
             leaderAddress=leader.get("api") if leader else None,
             serving=bool(s.loop is not None and s.loop.is_serving),
+            httpAddress=f"{s.config.http_host}:{s.http.port}" if s.http is not None else None,
+            leaderHttpAddress=leader.get("http") if leader else None,
+            instanceLogDir=str((Path(s.config.state_dir) / "logs").resolve())
+            if s.config.driver == "local"
+            else None,
         )
 
     def ping(self) -> None:
