@@ -90,9 +90,6 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         "PULSEGATE_API_PORT": str(api_port),
         "PULSEGATE_HTTP_PORT": str(http_port),
         "PULSEGATE_ZOOKEEPER_EMBEDDED_PORT": "0",
-        # Until zkserver resolves a relative state dir itself (issue 11 "Broken 1", fixed on
-        # the install branch), the embedded ZooKeeper gets an absolute data dir.
-        "PULSEGATE_ZOOKEEPER_EMBEDDED_DATA_DIR": str(tmp_path / "zookeeper"),
         "PULSEGATE_SCHEDULER": f"127.0.0.1:{api_port}",
     }
     background: list[subprocess.Popen[bytes]] = []
