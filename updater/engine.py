@@ -1,4 +1,4 @@
-"""The planner: for one update, given what the driver observes, the pulse monitor and `now`,
+"""The planner: for one update, given what the driver observes, the pulse's verdict and `now`,
 decide the actions to take, the events to persist and the status transition, if any.
 
 `plan` and the command methods return a `Step` and change nothing; the service persists the
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import attrs
 
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
-from updater.errors import InvalidRequest, TransitionError
+from updater.errors import InvalidRequest, TransitionError, Unavailable
 from updater.evaluation import Outcome, evaluate_instance
 from updater.events import (
     SYSTEM_USER,
@@ -176,10 +176,9 @@ class UpdateRun:
         if self.is_coordinated:
             if not pulse.is_tracked(self.key):
                 pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
-            lapsed = self._unrecorded_lapse(pulse)
-            if lapsed is not None:  # a late heartbeat renewed a lease that had ended
-                return Step(transition=self._timed_out(backward, lapsed))
-            check = pulse.check(self.key, now)
+            check = pulse.check(self.key, now, self._rolling_since())
+            if check.lapsed_ms is not None:  # a late heartbeat renewed a lease that had ended
+                return Step(transition=self._timed_out(backward, check.lapsed_ms))
             if check.gate is Gate.EXPIRED:
                 return Step(transition=self._timed_out(backward, now))
             if check.gate is Gate.HOLD:
@@ -276,17 +275,11 @@ class UpdateRun:
             cursor=starts.stop if starts else None,
         )
 
-    def _unrecorded_lapse(self, pulse: PulseMonitor) -> int | None:
-        """When a lease that ended while ROLLING_* still has to be recorded; None (and the note
-        dropped) once the status has moved since: recorded, paused, or rolled back later."""
-        lapsed = pulse.lapsed(self.key)
-        if lapsed is None:
-            return None
+    def _rolling_since(self) -> int | None:
+        """When the current ROLLING_* status began (None if not rolling): a lapse counts only
+        within this period, so one recorded or overtaken since is never recorded again."""
         last = self.status_events[-1]
-        if last.status.is_rolling and lapsed >= last.timestamp_ms:
-            return lapsed
-        pulse.clear_lapse(self.key)
-        return None
+        return last.timestamp_ms if last.status in ROLLING else None
 
     def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
         return StatusEvent(
@@ -394,23 +387,23 @@ class UpdateRun:
         loop has something to record: the update may now leave *_AWAITING_PULSE, or this beat
         arrived after a lease that ended unrecorded (see `pulse_step`)."""
         # The hot path of the whole product: plain lookups, no property chains.
-        status = self.status_events[-1].status
+        last = self.status_events[-1]
+        status = last.status
         if status in TERMINAL:
             return HeartbeatAnswer.FINISHED, False
         if not self._timeout_ms:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
-        lapsed = False
-        if status in ROLLING:
-            end = pulse.lease_end(self.key)
-            if end is not None and end <= now:
-                pulse.note_lapse(self.key, end)
-                lapsed = True
-        pulse.beat_tracked(self.key, self._timeout_ms, now)
+        rolling_since = last.timestamp_ms if status in ROLLING else None
+        beaten = pulse.beat(self.key, now, rolling_since)
+        if beaten is None:  # no longer watched: it finished, or the leader dropped its memory
+            if self.status_events[-1].status in TERMINAL:
+                return HeartbeatAnswer.FINISHED, False
+            raise Unavailable(f"update {self.key} is not tracked by this leader now; retry")
         if status in PAUSED:
             return HeartbeatAnswer.PAUSED, False
-        return HeartbeatAnswer.OK, lapsed or (
+        return HeartbeatAnswer.OK, beaten.unrecorded_lapse(rolling_since) is not None or (
             status in AWAITING_PULSE and not self.is_held_for_operator
         )
 
@@ -424,13 +417,9 @@ class UpdateRun:
         if not self.is_coordinated or status.is_terminal:
             return None
         backward = status.is_backward
-        lapsed = self._unrecorded_lapse(pulse)
-        if lapsed is not None:
-            return Step(transition=self._timed_out(backward, lapsed))
-        if (
-            status.is_awaiting_pulse
-            and not self.is_held_for_operator
-            and pulse.is_fresh(self.key, now)
-        ):
+        check = pulse.check(self.key, now, self._rolling_since())
+        if check.lapsed_ms is not None:
+            return Step(transition=self._timed_out(backward, check.lapsed_ms))
+        if status.is_awaiting_pulse and not self.is_held_for_operator and check.gate is Gate.FRESH:
             return self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
         return None
