@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from thriftpy2.server import TThreadedServer
-from thriftpy2.thrift import TProcessor
+from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor, TType
 from thriftpy2.transport import (
     TBufferedTransportFactory,
     TFramedTransportFactory,
@@ -41,6 +41,37 @@ BACKLOG = 1024
 
 def transport_factory(name: str) -> Any:
     return TFramedTransportFactory() if name == "framed" else TBufferedTransportFactory()
+
+
+class CallsOnly(TProcessor):
+    """Runs only messages typed CALL. A REPLY, EXCEPTION or ONEWAY (the service declares no
+    oneway method) is answered with INVALID_MESSAGE_TYPE and never executed: a peer that
+    echoes our replies back, or a confused client, cannot make a call happen."""
+
+    def process_in(self, iprot: Any) -> tuple[str, int, Any, Any]:
+        api, kind, seqid = iprot.read_message_begin()
+        if kind != TMessageType.CALL:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            refused = TApplicationException(
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"message type {kind} is not a call; send {api} as a CALL",
+            )
+            return api, seqid, refused, None
+        if api not in self._service.thrift_services:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            return api, seqid, TApplicationException(TApplicationException.UNKNOWN_METHOD), None
+        args = getattr(self._service, api + "_args")()
+        args.read(iprot)
+        iprot.read_message_end()
+        result = getattr(self._service, api + "_result")()
+        names = [item[1] for item in args.thrift_spec.values()]  # the IDL's argument order
+
+        def call() -> Any:
+            return getattr(self._handler, api)(*(args.__dict__[k] for k in names))
+
+        return api, seqid, result, call
 
 
 class _Server(TThreadedServer):
@@ -124,7 +155,7 @@ class ApiServer:
         sock.listen = lambda: None  # type: ignore[method-assign]  # bound above, port known
         factory = transport_factory(self.transport)
         self._server = _Server(
-            TProcessor(Service, self.handler),
+            CallsOnly(Service, self.handler),
             sock,
             iprot_factory=protocol_factory(),
             itrans_factory=factory,
