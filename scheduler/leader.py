@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from scheduler.clock import Clock
+from scheduler.clock import Clock, offset_source
 from scheduler.election import Leadership, Role
 from scheduler.fencing import NotLeader, UnknownOutcome
 from scheduler.memory import RunTable
@@ -72,7 +72,7 @@ class LeaderLoop(Takeover):
         self.prune_interval_ms = prune_interval_ms
         self.on_serving = on_serving
         self.command_timeout_s = command_timeout_s
-        self.memory = RunTable()
+        self.memory = RunTable(offset_source(clock))
         # Shared with the table (the same objects), named for the hot paths that read them.
         self.pulse = self.memory.pulse
         self.runs = self.memory.runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from updater.engine import UpdateRun
 from updater.keys import JobKey, UpdateKey
@@ -29,8 +30,9 @@ class RunTable:
     (single dict lookups). The pulse monitor and the finished statuses are written from both
     (heartbeats; an RPC that read a final status from storage), each behind its own lock."""
 
-    def __init__(self) -> None:
-        self.pulse = PulseMonitor(threading.Lock())
+    def __init__(self, clock_offset: Callable[[], int] | None = None) -> None:
+        """`clock_offset`: see `scheduler.clock.offset_source`."""
+        self.pulse = PulseMonitor(threading.Lock(), clock_offset)
         self.runs: dict[UpdateKey, UpdateRun] = {}
         self.hot: dict[RawKey, UpdateRun] = {}
         self.by_job: dict[JobKey, UpdateKey] = {}

@@ -10,12 +10,17 @@ so the engine and the leader loop read a verdict and never combine fields themse
 beat while the leader loop tracks, forgets, clears and reads, and no reader can see half a
 change (a record read is a whole record, or none). `updater` has no threads, so the service
 passes the lock in; without one the monitor serves a single thread (the pure tests).
+
+Leases are durations: when the service's wall clock steps, the monitor shifts every record by
+the step (the service passes the clock's offset in, as it does the lock), so a step never makes
+a heartbeat look fresh or stale, and lapse times stay on the clock that stamps the events.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -97,6 +102,16 @@ class Pulse:
         last = now if self.last_ms is None or now > self.last_ms else self.last_ms
         return Pulse(self.timeout_ms, self.since_ms, last, lapsed)
 
+    def shifted(self, delta_ms: int) -> Pulse:
+        """The same record on a clock that stepped by `delta_ms`: every age unchanged."""
+        last, lapsed = self.last_ms, self.lapsed_ms
+        return Pulse(
+            self.timeout_ms,
+            self.since_ms + delta_ms,
+            None if last is None else last + delta_ms,
+            None if lapsed is None else lapsed + delta_ms,
+        )
+
 
 class Lock(Protocol):
     def __enter__(self) -> object: ...
@@ -112,15 +127,31 @@ class PulseMonitor:
     was dropped meanwhile is not brought back, and an update being reloaded (removed from the
     run table, not from here) keeps its heartbeats."""
 
-    def __init__(self, lock: Lock | None = None) -> None:
+    def __init__(
+        self, lock: Lock | None = None, clock_offset: Callable[[], int] | None = None
+    ) -> None:
+        """`clock_offset`: the service clock's wall offset, which changes when the wall clock
+        steps (None: a clock that never steps)."""
         self._lock: Lock = lock if lock is not None else contextlib.nullcontext()
         self._pulses: dict[UpdateKey, Pulse] = {}
+        self._clock_offset = clock_offset
+        self._offset = clock_offset() if clock_offset is not None else 0
+
+    def _follow_steps(self) -> None:
+        """Shift every record by a wall-clock step since the last call (under the lock)."""
+        if self._clock_offset is None:
+            return
+        offset = self._clock_offset()
+        if offset != self._offset:
+            delta, self._offset = offset - self._offset, offset
+            self._pulses = {key: p.shifted(delta) for key, p in self._pulses.items()}
 
     # -- the leader loop -------------------------------------------------------------------
 
     def track(self, key: UpdateKey, timeout_ms: int, since_ms: int) -> None:
         """Start watching a coordinated update. Keeps an earlier heartbeat if there was one."""
         with self._lock:
+            self._follow_steps()
             found = self._pulses.get(key)
             if found is None:
                 self._pulses[key] = Pulse(timeout_ms, since_ms)
@@ -143,6 +174,7 @@ class PulseMonitor:
         `rolling_since`: when the update's current rolling status began (None if it is not
         rolling), for the lapse rule (`Pulse.beaten`)."""
         with self._lock:
+            self._follow_steps()
             found = self._pulses.get(key)
             if found is None:
                 return None
@@ -151,6 +183,7 @@ class PulseMonitor:
 
     def get(self, key: UpdateKey) -> Pulse | None:
         with self._lock:
+            self._follow_steps()
             return self._pulses.get(key)
 
     def is_tracked(self, key: UpdateKey) -> bool:
