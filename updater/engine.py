@@ -11,6 +11,11 @@ State transitions made here (all others come from operators through the command 
 - ROLLING_FORWARD → ROLL_FORWARD_PAUSED before each batch after the first (autoPauseAfterBatch);
 - ROLLING_FORWARD → ROLLING_BACK or FAILED, ROLLING_BACK → FAILED on too many failed instances;
 - ROLLING_X → ROLLED_FORWARD / ROLLED_BACK when every instance is done.
+
+Bounded lapses: an update records its first LAPSES_KEPT heartbeat lapses one by one. After that,
+while a monitor flaps (lapse, heartbeat, lapse, ...), each lapse or heartbeat resume is recorded
+in place of the event before the last, which moves down one: the update keeps one pair for all
+later lapses, the latest lapse and the latest resume, and the lapse event carries their count.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
 from updater.errors import InvalidRequest, TransitionError, Unavailable
 from updater.evaluation import Outcome, evaluate_instance
 from updater.events import (
+    LAPSES_KEPT,
     SYSTEM_USER,
     Cause,
     InstanceEvent,
@@ -115,6 +121,7 @@ class UpdateRun:
         self.forward.replay(record.instance_events)
         self.backward: Progress | None = None
         self.auto_pauses = sum(1 for e in self.status_events if e.cause is Cause.AUTO_PAUSE)
+        self.lapses = sum(e.count for e in self.status_events if e.cause is Cause.HEARTBEAT_TIMEOUT)
         # Past the initial wait: it has moved on a heartbeat (or an operator) at least once.
         self._has_rolled = any(e.status.is_rolling for e in self.status_events)
         if any(e.status.is_backward for e in self.status_events):
@@ -282,13 +289,39 @@ class UpdateRun:
         return last.timestamp_ms if last.status in ROLLING else None
 
     def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
-        return StatusEvent(
-            awaiting_pulse(backward),
-            at_ms,
-            SYSTEM_USER,
-            f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
-            Cause.HEARTBEAT_TIMEOUT,
+        return self._bounded(
+            StatusEvent(
+                awaiting_pulse(backward),
+                at_ms,
+                SYSTEM_USER,
+                f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
+                Cause.HEARTBEAT_TIMEOUT,
+            )
         )
+
+    def _bounded(self, event: StatusEvent) -> StatusEvent:
+        """A lapse or a heartbeat resume, coalesced once the update has recorded LAPSES_KEPT
+        lapses and its last two events are a lapse and a resume (see "Bounded lapses")."""
+        events = self.status_events
+        if self.lapses < LAPSES_KEPT or len(events) < 2:
+            return event
+        before, last = events[-2].cause, events[-1].cause
+        if event.cause is Cause.HEARTBEAT_TIMEOUT and (before, last) == (
+            Cause.HEARTBEAT_TIMEOUT,
+            Cause.HEARTBEAT,
+        ):
+            count = events[-2].count + 1
+            message = (
+                f"{event.message}; lapse {self.lapses + 1} of this update, "
+                f"the last {count} coalesced into this event"
+            )
+            return attrs.evolve(event, message=message, count=count, coalesce=True)
+        if event.cause is Cause.HEARTBEAT and (before, last) == (
+            Cause.HEARTBEAT,
+            Cause.HEARTBEAT_TIMEOUT,
+        ):
+            return attrs.evolve(event, coalesce=True)
+        return event
 
     def _completion(
         self, progress: Progress, backward: bool, now: int, failed: int | None = None
@@ -311,9 +344,14 @@ class UpdateRun:
             progress.cursor = step.cursor
         self.instance_event_count += len(step.instance_events)
         if step.transition is not None:
-            self.status_events.append(step.transition)
+            if step.transition.coalesce:  # the last event moves down one, over the one before
+                self.status_events[-2:] = [self.status_events[-1], step.transition]
+            else:
+                self.status_events.append(step.transition)
             if step.transition.cause is Cause.AUTO_PAUSE:
                 self.auto_pauses += 1
+            if step.transition.cause is Cause.HEARTBEAT_TIMEOUT:
+                self.lapses += 1
             if step.transition.status.is_rolling:
                 self._has_rolled = True
             if step.transition.status.is_backward and self.backward is None:
@@ -421,5 +459,8 @@ class UpdateRun:
         if check.lapsed_ms is not None:
             return Step(transition=self._timed_out(backward, check.lapsed_ms))
         if status.is_awaiting_pulse and not self.is_held_for_operator and check.gate is Gate.FRESH:
-            return self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+            step = self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+            if step is not None and step.transition is not None:
+                return Step(transition=self._bounded(step.transition))
+            return step
         return None
