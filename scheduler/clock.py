@@ -15,6 +15,8 @@ log = structlog.get_logger(__name__)
 # (NTP, an operator, a VM resumed); less is slew and read jitter, absorbed by running at the
 # monotonic rate between steps.
 STEP_MS = 1_000
+# How often `now` compares with the wall clock: a step shows within this long.
+WALL_CHECK_MS = 50
 
 
 class Clock(Protocol):
@@ -39,22 +41,21 @@ class SystemClock:
         self._wall_ns = wall_ns
         self._monotonic_ns = monotonic_ns
         self._lock = threading.Lock()
-        self._offset = self._measure()
-
-    def _measure(self) -> int:
-        return self._wall_ns() // 1_000_000 - self._monotonic_ns() // 1_000_000
+        mono = self._monotonic_ns() // 1_000_000
+        self._offset = self._wall_ns() // 1_000_000 - mono
+        self._checked_at = mono
 
     def now(self) -> int:
         mono = self._monotonic_ns() // 1_000_000
-        wall = self._wall_ns() // 1_000_000
-        offset = self._offset
-        if abs(wall - (mono + offset)) > STEP_MS:
-            with self._lock:  # one thread re-anchors; the others read the new offset
-                if abs(wall - (mono + self._offset)) > STEP_MS:
-                    log.warning("wall_clock_stepped", by_ms=wall - mono - self._offset)
-                    self._offset = wall - mono
-                offset = self._offset
-        return mono + offset
+        if mono - self._checked_at < WALL_CHECK_MS:  # the common case: one clock read
+            return mono + self._offset
+        with self._lock:  # one thread compares and re-anchors; the others read the result
+            wall = self._wall_ns() // 1_000_000
+            if abs(wall - (mono + self._offset)) > STEP_MS:
+                log.warning("wall_clock_stepped", by_ms=wall - mono - self._offset)
+                self._offset = wall - mono
+            self._checked_at = mono
+            return mono + self._offset
 
     def monotonic_ms(self) -> int:
         """Milliseconds on a scale that never steps (durations, not timestamps)."""

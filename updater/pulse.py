@@ -92,14 +92,17 @@ class Pulse:
         while the update was rolling, keeps the lease's end as a lapse to record: renewing
         the lease must not erase the gap from the audit trail. The earliest unrecorded lapse
         of a rolling period wins; one from an earlier period is stale and replaced."""
-        lapsed, end = self.lapsed_ms, self.lease_end
+        # The hot path of every heartbeat: plain reads, no property or method calls.
+        last, lapsed = self.last_ms, self.lapsed_ms
+        end = (self.since_ms if last is None else last) + self.timeout_ms
         if (
             rolling_since is not None
             and rolling_since < end <= now
-            and self.unrecorded_lapse(rolling_since) is None
+            and (lapsed is None or lapsed <= rolling_since)
         ):
             lapsed = end
-        last = now if self.last_ms is None or now > self.last_ms else self.last_ms
+        if last is None or now > last:
+            last = now
         return Pulse(self.timeout_ms, self.since_ms, last, lapsed)
 
     def shifted(self, delta_ms: int) -> Pulse:
@@ -120,7 +123,10 @@ class Lock(Protocol):
 
 
 class PulseMonitor:
-    """Every coordinated update's `Pulse`, behind one lock; each method takes it once.
+    """Every coordinated update's `Pulse`, behind one lock. Every change is made under it; a
+    beat computes its record outside and swaps it in only if the record it started from is
+    still there (a forget or a clear in between wins). Reads take a whole record without it:
+    one dict lookup of an immutable value.
 
     Threads: `beat` and the readers run on RPC threads and the leader loop; `track`, `forget`
     and `clear` on the leader loop. A beat never starts tracking: an update that finished or
@@ -173,18 +179,26 @@ class PulseMonitor:
         """Record a heartbeat; the record after it, or None if the update is not tracked.
         `rolling_since`: when the update's current rolling status began (None if it is not
         rolling), for the lapse rule (`Pulse.beaten`)."""
-        with self._lock:
-            self._follow_steps()
+        self._check_offset()
+        while True:  # the record is computed outside the lock and swapped in if unchanged
             found = self._pulses.get(key)
             if found is None:
                 return None
-            beaten = self._pulses[key] = found.beaten(now, rolling_since)
-            return beaten
+            beaten = found.beaten(now, rolling_since)
+            with self._lock:
+                if self._pulses.get(key) is found:
+                    self._pulses[key] = beaten
+                    return beaten
 
     def get(self, key: UpdateKey) -> Pulse | None:
-        with self._lock:
-            self._follow_steps()
-            return self._pulses.get(key)
+        self._check_offset()
+        return self._pulses.get(key)
+
+    def _check_offset(self) -> None:
+        source = self._clock_offset
+        if source is not None and source() != self._offset:
+            with self._lock:
+                self._follow_steps()
 
     def is_tracked(self, key: UpdateKey) -> bool:
         return self.get(key) is not None

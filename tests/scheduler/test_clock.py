@@ -3,7 +3,7 @@ real durations across the step (DESIGN §3 rule 2). Wall and monotonic sources a
 
 from __future__ import annotations
 
-from scheduler.clock import STEP_MS, SystemClock, offset_source
+from scheduler.clock import STEP_MS, WALL_CHECK_MS, SystemClock, offset_source
 from scheduler.drivers.sim import FakeClock
 from scheduler.memory import RunTable
 from updater.keys import UpdateKey
@@ -43,10 +43,11 @@ def test_timestamps_follow_a_step_and_run_at_the_monotonic_rate_between_steps() 
     time.run(250)
     time.step(STEP_MS // 2)  # slew or jitter: absorbed, no jump
     assert clock.now() == start + 250
-    time.step(-HOUR)  # a real step back
+    time.step(-HOUR)  # a real step back...
+    time.run(WALL_CHECK_MS)  # ...shows at the next look at the wall clock
     assert clock.now() == time.wall // MS
-    time.run(10)
     time.step(HOUR)  # and forward again
+    time.run(WALL_CHECK_MS)
     assert clock.now() == time.wall // MS
     assert clock.monotonic_ms() == time.mono // MS
 
