@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -234,11 +236,14 @@ def test_not_acting_on_a_new_session_before_the_election_thread_notices(
 # -- a create the server applied, whose reply never came back ----------------------------------
 
 
-def lose_election_create_replies(client: KazooClient, count: int = 1) -> list[str]:
+def lose_election_create_replies(
+    client: KazooClient, count: int = 1, drop: bool = False
+) -> list[str]:
     """The client's next `count` creates of an election node reach the server and are applied,
     but the caller gets ConnectionLoss, as when the connection breaks after the server applied
     the request. Injected where kazoo hands requests to its connection (`_call`), so every
-    layer above it, `create` and `create_async` alike, sees what a real network loss gives.
+    layer above it, `create` and `create_async` alike, sees what a real network loss gives;
+    `drop` also breaks the TCP connection then (SUSPENDED, then the same session again).
     Returns the paths the server created."""
     real = client._call
     applied: list[str] = []
@@ -249,6 +254,9 @@ def lose_election_create_replies(client: KazooClient, count: int = 1) -> list[st
 
             def lost(result: object) -> None:
                 applied.append(result.get())  # type: ignore[attr-defined]
+                if drop:
+                    with contextlib.suppress(OSError, AttributeError):
+                        client._connection._socket.shutdown(socket.SHUT_RDWR)
                 async_object.set_exception(ConnectionLoss("reply lost"))  # type: ignore[attr-defined]
 
             reply.rawlink(lost)
@@ -300,7 +308,10 @@ def test_with_election_threads_a_leader_is_elected_after_a_lost_create_reply(
 ) -> None:
     a = Leadership(client_for(zk_server.hosts), paths, {"id": "a"})
     b = Leadership(client_for(zk_server.hosts), paths, {"id": "b"})
-    applied = lose_election_create_replies(a.client)
+    session = a.client.client_id
+    states: list[str] = []
+    a.client.add_listener(states.append)
+    applied = lose_election_create_replies(a.client, drop=True)
     try:
         a.start()
         wait_until(lambda: applied, message="a's first create did not reach the server")
@@ -313,6 +324,8 @@ def test_with_election_threads_a_leader_is_elected_after_a_lost_create_reply(
         wait_until(lambda: b._node is not None, message="b has no election node")
         assert len(a.client.get_children(paths.election)) == 2
         assert a.is_acting() and a.node() == applied[0]
+        assert "SUSPENDED" in states  # the connection broke...
+        assert a.client.client_id == session  # ...and the session did not
     finally:
         for leadership in (a, b):
             leadership.stop()
