@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable
+from types import TracebackType
 from typing import Protocol
 
 import attrs
@@ -117,9 +118,17 @@ class Pulse:
 
 
 class Lock(Protocol):
+    """What the monitor needs of a lock (a `threading.Lock` in the service)."""
+
     def __enter__(self) -> object: ...
 
-    def __exit__(self, *exc: object) -> object: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> object: ...
 
 
 class PulseMonitor:
