@@ -23,7 +23,7 @@ KEPT = 3  # the cap, lowered so the test flaps a few times only
 SETTINGS = Settings(
     min_wait_in_instance_running_ms=600_000,  # stays active for the whole test
     strategy=Strategy.queue(1),
-    heartbeat_timeout_ms=300,
+    heartbeat_timeout_ms=600,  # long enough to see ROLLING_FORWARD between lapses
 )
 
 
