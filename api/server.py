@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from thriftpy2.rpc import make_client
 from thriftpy2.server import TThreadedServer
-from thriftpy2.thrift import TProcessor
+from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor, TType
 from thriftpy2.transport import TServerSocket, TSSLServerSocket, TTransportException
 
 from api import ui
@@ -39,6 +39,37 @@ log = structlog.get_logger(__name__)
 IDLE_TIMEOUT_S = 300.0
 BACKLOG = 1024
 PROBE_TIMEOUT_S = 2.0
+
+
+class CallsOnly(TProcessor):
+    """Runs only messages typed CALL. A REPLY, EXCEPTION or ONEWAY (the service declares no
+    oneway method) is answered with INVALID_MESSAGE_TYPE and never executed: a peer that
+    echoes our replies back, or a confused client, cannot make a call happen."""
+
+    def process_in(self, iprot: Any) -> tuple[str, int, Any, Any]:
+        api, kind, seqid = iprot.read_message_begin()
+        if kind != TMessageType.CALL:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            refused = TApplicationException(
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"message type {kind} is not a call; send {api} as a CALL",
+            )
+            return api, seqid, refused, None
+        if api not in self._service.thrift_services:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            return api, seqid, TApplicationException(TApplicationException.UNKNOWN_METHOD), None
+        args = getattr(self._service, api + "_args")()
+        args.read(iprot)
+        iprot.read_message_end()
+        result = getattr(self._service, api + "_result")()
+        names = [item[1] for item in args.thrift_spec.values()]  # the IDL's argument order
+
+        def call() -> Any:
+            return getattr(self._handler, api)(*(args.__dict__[k] for k in names))
+
+        return api, seqid, result, call
 
 
 class _Server(TThreadedServer):
@@ -141,7 +172,7 @@ class ApiServer:
         self.port = sock.sock.getsockname()[1]
         protocol, transport = server_codec(self.transport, self.force_pure_protocol)
         self._server = _Server(
-            TProcessor(Service, self.handler),
+            CallsOnly(Service, self.handler),
             sock,
             iprot_factory=protocol,
             itrans_factory=transport,

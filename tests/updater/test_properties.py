@@ -260,6 +260,9 @@ def test_invariants_hold_across_a_failover(sc: dict, cut: int) -> None:
 
     world.simulation.pulse = PulseMonitor()
     reborn = UpdateRun(world.store.get_update(run.key))
+    if reborn.is_coordinated:  # a takeover watches every coordinated update from its start
+        timeout = reborn.settings.heartbeat_timeout_ms
+        world.simulation.pulse.track(reborn.key, timeout, world.clock.now())
     world.simulation.monitor = None
     if reborn.status.is_paused:
         step = reborn.resume(world.simulation.pulse, "op", "", world.clock.now())
