@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.client import PulsegateClient
-from api.jobfile import JobFile, job_file_key, load_job_file
+from api.client import PulsegateClient, Unreachable, WaitTimeout, address_problem
+from api.jobfile import JobFile, file_key, job_file_key, load_job_file
 from scheduler.tomlfile import TomlError
 from updater.errors import (
     AuthError,
@@ -25,6 +25,7 @@ from updater.errors import (
     UpdateConflict,
 )
 from updater.keys import JobKey, UpdateKey
+from updater.status import ACTIVE
 
 DEFAULT_SCHEDULER = "127.0.0.1:7070"
 
@@ -37,10 +38,15 @@ ROLLED_BACK = 4
 NOT_FOUND = 5
 AUTH = 6
 UNAVAILABLE = 7
+NOOP = 8  # `update start`: the job already runs this config, so nothing was started
+WAIT_TIMEOUT = 9  # `update wait --timeout S`: the update was still active after S seconds
 EXIT_CODES = """exit codes: 0 ok; 1 error or other outcome; 2 usage; 3 bad job file;
-4 rolled back; 5 not found; 6 auth; 7 scheduler unavailable after retries"""
+4 rolled back; 5 not found; 6 auth; 7 scheduler unavailable after retries;
+8 no change (update start: nothing to do); 9 still active after update wait --timeout"""
+START_HINT = "start one with `pulsegate scheduler run` (docs/quickstart.md)"
 
 Handler = Callable[[argparse.Namespace], int]
+KEY_HELP = "role/env/name/id, or role/env/name for the job's active update"
 
 
 class UsageError(PulsegateError):
@@ -64,7 +70,11 @@ def add_global_options(parser: argparse.ArgumentParser, suppress: bool = True) -
     group.add_argument("--zk-root", default=default, help="root znode (default /pulsegate)")
     group.add_argument("--token", default=default, help="API token (env PULSEGATE_TOKEN)")
     group.add_argument(
-        "--timeout", type=float, metavar="S", default=default, help="per-call timeout (10 s)"
+        "--call-timeout",
+        type=float,
+        metavar="S",
+        default=default,
+        help="per-call timeout (10 s)",
     )
     group.add_argument(
         "--retry-for",
@@ -90,17 +100,40 @@ def add_message(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--message", default="", help="why (kept in the audit trail)")
 
 
+def check_schedulers(text: str, source: str) -> str:
+    """`text` if every comma-separated part is HOST:PORT, else a usage error naming `source`
+    (the flag or the environment variable) and the expected form."""
+    for part in text.split(","):
+        problem = address_problem(part.strip())
+        if problem is not None:
+            raise UsageError(
+                f"{source} {part.strip()!r} {problem}: expected HOST:PORT[,HOST:PORT...], "
+                f"e.g. {DEFAULT_SCHEDULER}"
+            )
+    return text
+
+
+def print_retry(where: str, attempt: int, planned: int, why: str) -> None:
+    print(f"pulsegate: retrying {where} ({attempt}/{planned}): {why}", file=sys.stderr, flush=True)
+
+
 def client_from(args: argparse.Namespace, **overrides: Any) -> PulsegateClient:
-    """A client configured by the global options, then the environment, then the defaults."""
+    """A client configured by the global options, then the environment, then the defaults.
+    Every retry is announced on stderr, so waiting for a scheduler is never silent."""
     zk = getattr(args, "zk", None)
-    hosts = getattr(args, "scheduler", None) or os.environ.get("PULSEGATE_SCHEDULER")
+    hosts = getattr(args, "scheduler", None)
+    if hosts:
+        check_schedulers(hosts, "--scheduler")
+    elif os.environ.get("PULSEGATE_SCHEDULER"):
+        hosts = check_schedulers(os.environ["PULSEGATE_SCHEDULER"], "PULSEGATE_SCHEDULER")
     if not hosts and not zk:
         hosts = DEFAULT_SCHEDULER
     options: dict[str, Any] = {
         "zookeeper": zk,
         "zk_root": getattr(args, "zk_root", None) or "/pulsegate",
         "token": getattr(args, "token", None) or os.environ.get("PULSEGATE_TOKEN"),
-        "timeout_s": getattr(args, "timeout", None) or 10.0,
+        "timeout_s": getattr(args, "call_timeout", None) or 10.0,
+        "on_retry": print_retry,
     }
     retry_for = getattr(args, "retry_for", None)
     if retry_for is not None:
@@ -123,6 +156,32 @@ def parse_key(text: str) -> UpdateKey:
         raise UsageError(e.message) from None
 
 
+def resolve(client: PulsegateClient, text: str, newest_if_none: bool = False) -> UpdateKey:
+    """An update's key from KEY: the key itself, or a job key naming the job's one active
+    update (with `newest_if_none`, else its newest update)."""
+    parts = text.split("/")
+    if len(parts) != 3:
+        if len(parts) != 4:
+            raise UsageError(f"KEY: must be {KEY_HELP}, got {text!r}")
+        return parse_key(text)
+    job = parse_job(text)
+    active = client.summaries(job=job, statuses=ACTIVE)
+    if len(active) == 1:
+        return active[0].key
+    if len(active) > 1:  # the server allows one; an older store might not
+        keys = ", ".join(str(s.key) for s in active)
+        raise UsageError(f"{job} has {len(active)} active updates ({keys}); give one's key")
+    if newest_if_none:
+        found = client.summaries(job=job, limit=1)
+        if found:
+            return found[0].key
+        raise NotFound(f"{job} has no updates; start one with `pulsegate update start FILE`")
+    raise NotFound(
+        f"{job} has no active update; give an update's key (role/env/name/id): "
+        f"`pulsegate update list {job}` lists them"
+    )
+
+
 def read_job_file(path: Path, job_arg: str | None) -> tuple[JobKey, JobFile]:
     """The job file (TomlError, exit 3, if bad) and the job it applies to (usage error if the
     JOB argument and the file disagree or neither names one)."""
@@ -141,15 +200,44 @@ def exit_code(error: PulsegateError) -> int:
         (NotFound, NOT_FOUND),
         (AuthError, AUTH),
         (Unavailable, UNAVAILABLE),
+        (WaitTimeout, WAIT_TIMEOUT),
     ):
         if isinstance(error, kind):
             return code
     return ERROR
 
 
-def describe(error: PulsegateError) -> str:
+def describe(error: PulsegateError, job_file: Path | None = None) -> str:
+    """The error in the user's words (job-file keys, not API fields), ending with the fix."""
     if isinstance(error, UpdateConflict | JobUpdating):
-        return f"{error.message} (active update: {error.active})"
+        return (
+            f"{error.message} (active update: {error.active}); wait for it "
+            f"(`pulsegate update wait {error.active}`) or abort it (`pulsegate update abort ...`)"
+        )
+    if isinstance(error, Unreachable):
+        return (
+            f"{error.message}; is a scheduler running there? {START_HINT}, "
+            "or point --scheduler (or PULSEGATE_SCHEDULER) at one"
+        )
+    if isinstance(error, AuthError) and error.message.startswith("no token"):
+        return f"{error.message}; pass --token TOKEN or set PULSEGATE_TOKEN"
+    if isinstance(error, WaitTimeout):
+        return f"{error.message}; wait longer (--timeout S) or look: `pulsegate update info KEY`"
+    if isinstance(error, NotFound) and "`" not in error.message:
+        listing = "job list" if error.message.startswith("job ") else "update list"
+        return f"{error.message}; `pulsegate {listing}` shows what there is"
+    if isinstance(error, InvalidRequest):
+        if error.field == "key":  # a move the update's status forbids
+            return f"{error.rule}; `pulsegate update info KEY` shows where it stands"
+        if error.field == "config.key":  # createJob: the job exists
+            return (
+                f"{error.rule}; change it with `pulsegate update start FILE`, "
+                "or remove it with `pulsegate job kill JOB`"
+            )
+        key = file_key(error.field)
+        if key is not None:
+            where = f" in {job_file}" if job_file is not None else " in the job file"
+            return f"{key}: {error.rule}; fix {key}{where} (docs/jobfile.md lists every key)"
     return error.message
 
 
@@ -161,7 +249,8 @@ def run_command(fn: Handler) -> Handler:
         try:
             return fn(args)
         except PulsegateError as e:
-            print(f"pulsegate: {describe(e)}", file=sys.stderr)
+            job_file = getattr(args, "config", None)
+            print(f"pulsegate: {describe(e, job_file)}", file=sys.stderr)
             return exit_code(e)
         except BrokenPipeError:  # `pulsegate update list | head`
             return OK

@@ -9,11 +9,13 @@ however long a check or a call takes."""
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -23,12 +25,14 @@ import attrs
 from api.cli_common import (
     AUTH,
     ERROR,
+    KEY_HELP,
     NOT_FOUND,
     OK,
     UsageError,
     add_command,
     client_from,
     parse_key,
+    resolve,
 )
 from api.client import PulsegateClient
 from updater.errors import AuthError, NotFound, PulsegateError, Unavailable
@@ -45,6 +49,21 @@ class CheckResult:
 
 
 Check = Callable[[], CheckResult]
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be checked (only http:// and https:// with a host can), or None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        given = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        return f"must start with http:// or https:// (got {given})"
+    if not parts.hostname:
+        return "has no host"
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return "has a bad port"
+    return None
 
 
 def http_check(url: str, timeout_s: float) -> Check:
@@ -97,10 +116,12 @@ def run_monitor(
     out: TextIO,
     max_beats: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    monitor: str | None = None,
 ) -> int:
     """Check and heartbeat every `interval_s` until the update is over (0), it is not found (5),
     the caller is refused (6), `stop_event` is set or `max_beats` intervals have run (0).
-    Sleeping is `stop_event.wait`, so a test's event can advance a fake `clock` instead."""
+    Sleeping is `stop_event.wait`, so a test's event can advance a fake `clock` instead. A
+    pause is sent in the name of `monitor`, so the audit trail shows who paused."""
     check = check or always_passing
 
     def say(line: str) -> None:
@@ -122,7 +143,7 @@ def run_monitor(
                 if pause_due:  # once per failure streak; retried only if unavailable
                     pause_due = False
                     try:
-                        client.pause(key, message=result.output[:MAX_REASON])
+                        client.pause(key, message=result.output[:MAX_REASON], monitor=monitor)
                     except Unavailable:
                         pause_due = True
                         raise
@@ -166,9 +187,15 @@ def register(groups: Any) -> None:
     parser = add_command(
         groups, "heartbeat", heartbeat, "heartbeat an update while a health check passes"
     )
-    parser.add_argument("key", metavar="KEY", help="role/env/name/id")
+    parser.add_argument("key", metavar="KEY", help=KEY_HELP)
     parser.add_argument(
         "--interval", type=float, required=True, metavar="S", help="seconds between checks"
+    )
+    parser.add_argument(
+        "--monitor",
+        metavar="NAME",
+        default=f"heartbeat@{socket.gethostname()}"[:64],
+        help="this monitor's name, recorded with its pauses (default heartbeat@<host>)",
     )
     parser.add_argument("--check-http", metavar="URL", help="passes on a 2xx answer to GET URL")
     parser.add_argument("--check-cmd", metavar="CMD", help="passes when the shell CMD exits 0")
@@ -184,19 +211,26 @@ def register(groups: Any) -> None:
 
 
 def heartbeat(args: argparse.Namespace) -> int:
-    key = parse_key(args.key)
     if args.interval <= 0:
         raise UsageError("--interval must be > 0")
     if args.check_http and args.check_cmd:
         raise UsageError("give --check-http or --check-cmd, not both")
+    if not 0 < len(args.monitor) <= 64:
+        raise UsageError("--monitor must be 1 to 64 characters")
     check: Check | None = None
     if args.check_http:
+        problem = url_problem(args.check_http)
+        if problem is not None:
+            raise UsageError(
+                f"--check-http {args.check_http!r} {problem}, e.g. http://127.0.0.1:8080/health"
+            )
         check = http_check(args.check_http, args.check_timeout)
     elif args.check_cmd:
         check = command_check(args.check_cmd, args.check_timeout)
     # Retry an unavailable scheduler for about one interval, then try again next tick.
     retry = args.retry_for if getattr(args, "retry_for", None) is not None else args.interval
-    with client_from(args, retry_for_s=retry) as client:
+    with client_from(args, retry_for_s=retry, on_retry=None) as client:
+        key = _key(client, args.key)
         return run_monitor(
             client,
             key,
@@ -206,4 +240,10 @@ def heartbeat(args: argparse.Namespace) -> int:
             threading.Event(),
             sys.stdout,
             args.max_beats,
+            monitor=args.monitor,
         )
+
+
+def _key(client: PulsegateClient, text: str) -> UpdateKey:
+    """KEY, or the job's active update, resolved once: a monitor follows one update."""
+    return parse_key(text) if text.count("/") == 3 else resolve(client, text)

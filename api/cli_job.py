@@ -1,4 +1,4 @@
-"""`pulsegate job create|status|kill`: a job's desired state and what its instances are doing.
+"""`pulsegate job create|list|status|kill`: a job's desired state and what its instances are doing.
 Changing a running job's config is an update (`pulsegate update start`), never a re-create."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from api.cli_common import (
     parse_job,
     read_job_file,
 )
+from updater.errors import NotFound, PulsegateError
 from updater.status import ACTIVE
 
 
@@ -27,6 +28,10 @@ def register(groups: Any) -> None:
     create = add_command(commands, "create", create_job, "create a job from a job file")
     create.add_argument("job", metavar="JOB", nargs="?", help="role/env/name (or the file's [job])")
     create.add_argument("config", metavar="CONFIG.toml", type=Path, help="the job file")
+
+    listing = add_command(commands, "list", list_jobs, "jobs, with instances and active update")
+    listing.add_argument("role", metavar="ROLE", nargs="?", help="only this role's jobs")
+    add_json(listing)
 
     status = add_command(commands, "status", job_status, "desired configs and instance states")
     status.add_argument("job", metavar="JOB", help="role/env/name")
@@ -46,16 +51,38 @@ def create_job(args: argparse.Namespace) -> int:
     return OK
 
 
+def list_jobs(args: argparse.Namespace) -> int:
+    """Each job with its instance count and its active update, if any (one read per job)."""
+    with client_from(args) as client:
+        rows = []
+        for key in sorted(client.list_jobs(args.role or ""), key=str):
+            try:
+                job = client.get_job(key)
+            except NotFound:  # killed between the listing and now
+                continue
+            active = client.summaries(job=key, statuses=ACTIVE)
+            rows.append(render.job_row_json(job, active[0] if active else None))
+    if args.json:
+        render.print_json(rows)
+    else:
+        render.print_jobs(render.console(), rows)
+    return OK
+
+
 def job_status(args: argparse.Namespace) -> int:
     job_key = parse_job(args.job)
     with client_from(args) as client:
         job = client.get_job(job_key)
         instances = client.instances(job_key)
         active = client.summaries(job=job_key, statuses=ACTIVE)
+        try:
+            info = client.info()
+        except PulsegateError:
+            info = None
     if args.json:
-        render.print_json(render.job_status_json(job, instances, active))
+        render.print_json(render.job_status_json(job, instances, active, info))
     else:
-        render.print_job_status(render.console(), job, instances, active)
+        render.print_job_status(render.console(), job, instances, active, info)
     return OK
 
 

@@ -49,6 +49,56 @@ from updater.task import TaskConfig
 
 T = TypeVar("T")
 _LOST = (TTransportException, OSError, EOFError, ConnectionError)
+FIRST_DELAY_S, MAX_DELAY_S = 0.1, 2.0
+# (address or addresses, attempt n, of N, why the last one failed): called before each retry
+RetryNotice = Callable[[str, int, int, str], None]
+
+
+class Unreachable(Unavailable):
+    """No scheduler answered at all (nothing listens, or the network is down), as opposed to a
+    scheduler that answered "no leader yet"."""
+
+    reason = "unreachable"
+
+
+def address_problem(text: str) -> str | None:
+    """Why `text` is not a usable HOST:PORT, or None if it is."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        return "needs a host and a port"
+    if any(c.isspace() for c in host):
+        return "has a space in the host"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return "needs a port from 1 to 65535"
+    return None
+
+
+def planned_retries(retry_for_s: float) -> int:
+    """How many retries the backoff (FIRST_DELAY_S doubling to MAX_DELAY_S) fits in
+    `retry_for_s`: the N in "retrying (n/N)"."""
+    delay, spent, count = FIRST_DELAY_S, 0.0, 0
+    while spent + delay <= retry_for_s:
+        spent, count = spent + delay, count + 1
+        delay = min(MAX_DELAY_S, delay * 2)
+    return count
+
+
+def _why(error: BaseException) -> str:
+    """A lost connection in words ("connection refused"), not a transport exception's repr."""
+    for cause in (error, error.__context__, error.__cause__):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+    if isinstance(error, TTransportException) and error.message:
+        return str(error.message)
+    return str(error) or type(error).__name__
+
+
+class WaitTimeout(PulsegateError):
+    """`wait` gave up: the update was still active when its timeout passed."""
+
+    reason = "wait_timeout"
 
 
 class ServerError(PulsegateError):
@@ -91,9 +141,11 @@ class PulsegateClient:
         transport: str = "buffered",
         tls_ca: str | None = None,
         follow_leader: bool = True,
+        on_retry: RetryNotice | None = None,
     ) -> None:
         """`follow_leader` False keeps the client on the scheduler it reached first, letting
-        that one forward to the leader (one more hop, but one fixed address)."""
+        that one forward to the leader (one more hop, but one fixed address). `on_retry` hears
+        about every retry (the CLI prints them, so a wait is never silent)."""
         if isinstance(hosts, str):
             hosts = [h.strip() for h in hosts.split(",") if h.strip()]
         self.hosts = list(hosts or ([] if zookeeper else ["127.0.0.1:7070"]))
@@ -105,6 +157,7 @@ class PulsegateClient:
         self.transport = transport
         self.tls_ca = tls_ca
         self.follow_leader = follow_leader
+        self.on_retry = on_retry
         self.address: str | None = None
         self._client: Any = None
         self._lock = threading.RLock()
@@ -149,13 +202,13 @@ class PulsegateClient:
             try:
                 client = self._connect(address)
             except _LOST as e:
-                errors.append(f"{address}: {e}")
+                errors.append(f"{address} ({_why(e)})")
                 continue
             try:
                 info = client.getSchedulerInfo()
             except (*_LOST, TApplicationException) as e:
                 client.close()
-                errors.append(f"{address}: {e}")
+                errors.append(f"{address} ({_why(e)})")
                 continue
             leader = info.leaderAddress
             if self.follow_leader and leader and leader != address and not info.serving:
@@ -167,7 +220,10 @@ class PulsegateClient:
                     pass  # the follower will forward
             self._client, self.address = client, address
             return
-        raise Unavailable("no scheduler reachable: " + ("; ".join(errors) or "none configured"))
+        where = "; ".join(errors) or "none configured"
+        if self.zookeeper and not self.hosts:
+            where = f"the leader named in ZooKeeper {self.zookeeper} ({where})"
+        raise Unreachable(f"no scheduler reachable at {where}")
 
     def close(self) -> None:
         with self._lock:
@@ -190,7 +246,8 @@ class PulsegateClient:
         failed that way may still have been applied: if a later attempt then fails with an error
         that `done_if` recognises (the job already exists, is already gone), the call is done."""
         deadline = time.monotonic() + self.retry_for_s
-        delay = 0.1
+        delay = FIRST_DELAY_S
+        planned, attempt = planned_retries(self.retry_for_s), 0
         retried = False
         while True:
             error: Exception | None = None
@@ -200,8 +257,9 @@ class PulsegateClient:
                         self._discover()
                     return getattr(self._client, method)(*args)
                 except _LOST as e:
+                    where = self.address or ",".join(self.hosts)
                     self.close()
-                    last: Exception = Unavailable(f"connection lost: {e}")
+                    last: Exception = Unavailable(f"connection to {where} lost ({_why(e)})")
                 except t.Unavailable as e:
                     self.close()
                     last = _domain(e)
@@ -213,14 +271,21 @@ class PulsegateClient:
                 if retried and done_if is not None and done_if(error):
                     return None
                 raise error
-            if time.monotonic() + delay > deadline:
+            if attempt >= planned or time.monotonic() + delay > deadline:
                 raise last
+            attempt += 1
+            if self.on_retry is not None:
+                where = ",".join(self.hosts) or f"ZooKeeper {self.zookeeper}"
+                why = last.message if isinstance(last, PulsegateError) else str(last)
+                self.on_retry(where, attempt, planned, why)
             retried = True
             time.sleep(delay)
-            delay = min(2.0, delay * 2)
+            delay = min(MAX_DELAY_S, delay * 2)
 
-    def _auth(self) -> Any:
-        return None if self.token is None else t.Credentials(token=self.token)
+    def _auth(self, monitor: str | None = None) -> Any:
+        if self.token is None and monitor is None:
+            return None
+        return t.Credentials(token=self.token, monitor=monitor)
 
     # -- updates ---------------------------------------------------------------------------------
 
@@ -246,8 +311,10 @@ class PulsegateClient:
         key = self._call("startJobUpdate", convert.request_out(request), message, self._auth())
         return views.update_key(key)
 
-    def pause(self, key: UpdateKey, message: str = "") -> None:
-        self._call("pauseJobUpdate", convert.update_key_out(key), message, self._auth())
+    def pause(self, key: UpdateKey, message: str = "", monitor: str | None = None) -> None:
+        """`monitor`: the pausing health monitor's name, recorded with the pause."""
+        auth = self._auth(monitor)
+        self._call("pauseJobUpdate", convert.update_key_out(key), message, auth)
 
     def resume(self, key: UpdateKey, message: str = "") -> None:
         self._call("resumeJobUpdate", convert.update_key_out(key), message, self._auth())
@@ -385,5 +452,5 @@ class PulsegateClient:
             if found.status.is_terminal:
                 return found
             if deadline is not None and time.monotonic() > deadline:
-                raise Unavailable(f"update {key} still {found.status.name} after {timeout_s} s")
+                raise WaitTimeout(f"update {key} still {found.status.name} after {timeout_s:g} s")
             time.sleep(interval_s)

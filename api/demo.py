@@ -26,6 +26,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from api.bundled import examples_dir
 from api.cli_heartbeat import CheckResult, run_monitor
 from api.client import PulsegateClient
 from api.jobfile import JobFile, load_job_file
@@ -37,8 +38,6 @@ from updater.events import InstanceAction
 from updater.keys import UpdateKey
 from updater.status import UpdateStatus
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 S = UpdateStatus
 
 
@@ -49,11 +48,13 @@ def register(groups: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (EXAMPLES / "service.py").exists():
-        print(f"pulsegate demo: the example service is missing ({EXAMPLES}); run from a checkout")
+    try:
+        examples = examples_dir()
+    except FileNotFoundError as e:
+        print(f"pulsegate demo: {e}")
         return 1
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="pulsegate-demo-"))
-    demo = Demo(Console(highlight=False), state.resolve())
+    demo = Demo(Console(highlight=False), state.resolve(), examples)
     try:
         return demo.run()
     finally:
@@ -71,9 +72,10 @@ class Outcome:
 
 
 class Demo:
-    def __init__(self, console: Console, state: Path) -> None:
+    def __init__(self, console: Console, state: Path, examples: Path) -> None:
         self.console = console
         self.state = state
+        self.examples = examples
         # In every instance's environment (PULSEGATE_DEMO=<state dir>): how we find them.
         self.marker = str(state)
         self.started = time.monotonic()
@@ -96,14 +98,22 @@ class Demo:
     # -- set-up ----------------------------------------------------------------------------------
 
     def job(self, name: str) -> JobFile:
-        found = load_job_file(EXAMPLES / name)
+        found = load_job_file(self.state / "examples" / name)
         env = {**found.task.env, "PULSEGATE_DEMO": self.marker}
         task = attrs.evolve(found.task, environment=tuple(sorted(env.items())))
         return attrs.evolve(found, task=task)
 
     def start(self) -> PulsegateClient:
         self.state.mkdir(parents=True, exist_ok=True)
-        os.chdir(ROOT)  # job files name examples/service.py relative to the checkout
+        # Job files name examples/service.py relative to where the scheduler runs: a copy in
+        # the state dir works the same from a checkout and from an installed wheel.
+        shutil.copytree(
+            self.examples,
+            self.state / "examples",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        os.chdir(self.state)
         config = load_config(
             None,
             {},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -100,6 +101,21 @@ def to_thrift(error: Exception, declared: tuple[type, ...]) -> Exception:
     return TApplicationException(TApplicationException.INTERNAL_ERROR, message)
 
 
+def failed(handler: Handler, name: str, declared: tuple[type, ...], error: Exception) -> Exception:
+    """What an RPC that raised `error` answers, counted: every method, the heartbeat fast path
+    included, fails through here, so a failure is a Thrift exception and never a dropped
+    connection."""
+    if isinstance(error, declared):  # already a Thrift exception (forwarded from the leader)
+        handler.metrics.api_request(name, type(error).__name__)
+        return error
+    if isinstance(error, (PulsegateError, CorruptValue)):
+        handler.metrics.api_request(name, error.reason)
+    else:
+        log.error("rpc_failed", method=name, exc_info=error)
+        handler.metrics.api_request(name, "internal")
+    return to_thrift(error, declared)
+
+
 def rpc(fn: F, method: str = "") -> F:
     """Map errors and count requests for one RPC method (named after `fn` by default)."""
     name = method or fn.__name__
@@ -109,16 +125,8 @@ def rpc(fn: F, method: str = "") -> F:
     def wrapper(self: Handler, *args: Any) -> Any:
         try:
             result = fn(self, *args)
-        except declared as e:  # already a Thrift exception (forwarded from the leader)
-            self.metrics.api_request(name, type(e).__name__)
-            raise
-        except (PulsegateError, CorruptValue) as e:
-            self.metrics.api_request(name, e.reason)
-            raise to_thrift(e, declared) from None
         except Exception as e:
-            log.exception("rpc_failed", method=name)
-            self.metrics.api_request(name, "internal")
-            raise to_thrift(e, declared) from None
+            raise failed(self, name, declared, e) from None
         self.metrics.api_request(name, "ok")
         return result
 
@@ -195,7 +203,14 @@ class Handler:
         return checks.text(auth.token, "auth.token", 4096)
 
     def _user(self, auth: Any, action: Action, job: JobKey | None) -> str:
-        return self.auth.check(self._token(auth), action, job)
+        """Who the call is recorded as: the principal (or the auth-off user), and the monitor's
+        name when a health monitor calls, so that its pause is not taken for an operator's."""
+        user = self.auth.check(self._token(auth), action, job)
+        monitor = None if auth is None else auth.monitor
+        if monitor is None:
+            return user
+        name = checks.text(monitor, "auth.monitor", 64)
+        return f"monitor {name}" if user == AUTH_OFF_USER else f"{user} (monitor {name})"
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -236,25 +251,25 @@ class Handler:
 
     def heartbeatJobUpdate(self, key: Any, auth: Any) -> Any:
         """The hot path (monitors call it constantly): for an update the leader is running, a
-        tuple, a dict lookup and the pulse update; anything else takes the checked path."""
-        loop = self.scheduler.loop
+        tuple, a dict lookup and the pulse update; anything else takes the checked path. Both
+        fail through the one error table (`failed`); a `try` costs nothing until it raises."""
         try:
-            job = key.job
-            run = loop.hot.get((job.role, job.environment, job.name, key.id))  # type: ignore[union-attr]
-        except (AttributeError, TypeError):
-            run = None
-        if run is None or not loop.is_serving:  # type: ignore[union-attr]
-            return self._heartbeat_checked(key, auth)
-        user = AUTH_OFF_USER
-        if self.auth.enabled:
+            loop = self.scheduler.loop
             try:
+                job = key.job
+                run = loop.hot.get((job.role, job.environment, job.name, key.id))  # type: ignore[union-attr]
+            except (AttributeError, TypeError):
+                run = None
+            if run is None or not loop.is_serving:  # type: ignore[union-attr]
+                return self._heartbeat_checked(key, auth)
+            user = AUTH_OFF_USER
+            if self.auth.enabled:
                 user = self.auth.check(self._token(auth), Action.HEARTBEAT, run.key.job)
-            except PulsegateError as e:
-                self.metrics.api_request("heartbeatJobUpdate", e.reason)
-                raise to_thrift(e, _HEARTBEAT_ERRORS) from None
-        answer, status = loop.beat(run, user)  # type: ignore[union-attr]
-        self._beats[answer]()
-        return self._results[answer, status]
+            answer, status = loop.beat(run, user)  # type: ignore[union-attr]
+            self._beats[answer]()
+            return self._results[answer, status]
+        except Exception as e:
+            raise failed(self, "heartbeatJobUpdate", _HEARTBEAT_ERRORS, e) from None
 
     def _heartbeat_checked(self, key: Any, auth: Any) -> Any:
         update = convert.update_key_in(key)
@@ -263,12 +278,12 @@ class Handler:
         if loop is None or not loop.is_serving:
             forwarded, answer = self._elsewhere("heartbeatJobUpdate", key, auth)
             if forwarded:
+                self.metrics.api_request("heartbeatJobUpdate", "ok")
                 return answer
         answer, status = self.loop.heartbeat(update, user)
         self._beats[answer]()
+        self.metrics.api_request("heartbeatJobUpdate", "ok")
         return self._results[answer, status]
-
-    _heartbeat_checked = rpc(_heartbeat_checked, "heartbeatJobUpdate")  # type: ignore[assignment]
 
     @rpc
     def getJobUpdateSummaries(self, query: Any, auth: Any = None) -> list[Any]:
@@ -389,6 +404,11 @@ class Handler:
             leaderId=leader.get("id") if leader else None,
             leaderAddress=leader.get("api") if leader else None,
             serving=bool(s.loop is not None and s.loop.is_serving),
+            httpAddress=f"{s.config.http_host}:{s.http.port}" if s.http is not None else None,
+            leaderHttpAddress=leader.get("http") if leader else None,
+            instanceLogDir=str((Path(s.config.state_dir) / "logs").resolve())
+            if s.config.driver == "local"
+            else None,
         )
 
     def ping(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import thriftpy2
 
-IDL_PATH = Path(__file__).resolve().parents[1] / "thrift" / "pulsegate.thrift"
+from api.bundled import idl_path
+
+IDL_PATH = idl_path()
 
 pulsegate: Any = thriftpy2.load(str(IDL_PATH), module_name="pulsegate_thrift")
 Service: Any = pulsegate.PulsegateScheduler

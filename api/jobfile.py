@@ -4,6 +4,7 @@ to a scheduler, so a bad file never writes anything."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,17 +67,61 @@ UPDATE = {
 }
 SCHEMA = {"job": JOB, "task": TASK, "update": UPDATE}
 
-# Fields named by updater.settings.validate_settings → the TOML key they come from.
-_SETTINGS_KEYS = {
+# The one map from the API's (and the domain checks') field names to job-file keys, so that an
+# error names what the user wrote. Task fields map by case alone (workingDir → working_dir).
+_FILE_KEYS = {
     "settings.strategy": "update.strategy",
+    "settings.strategy.kind": "update.strategy",
     "settings.autoPauseAfterBatch": "update.auto_pause_after_batch",
     "settings.maxPerInstanceFailures": "update.max_per_instance_failures",
     "settings.maxFailedInstances": "update.max_failed_instances",
     "settings.minWaitInInstanceRunningMs": "update.min_wait_ms",
+    "settings.rollbackOnFailure": "update.rollback_on_failure",
     "settings.heartbeatTimeoutMs": "update.heartbeat_timeout_ms",
     "settings.heartbeatResume": "update.heartbeat_resume",
     "settings.updateOnlyTheseInstances": "update.instances",
+    "instanceCount": "job.instances",
+    "config.key": "job",  # createJob's "already exists"
+    "metadata": "update.metadata",
 }
+_WIRE_PREFIXES = ("request.", "config.")
+PORT_VARIABLE = "PORT"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def file_key(field: str, strategy: str = "") -> str | None:
+    """The job-file key an API or domain field stands for (`request.settings.heartbeatTimeoutMs`
+    → `update.heartbeat_timeout_ms`), or None if the field is not from a job file."""
+    if field in _FILE_KEYS:
+        return _FILE_KEYS[field]
+    for prefix in _WIRE_PREFIXES:
+        field = field.removeprefix(prefix)
+    for table in ("taskConfig.environment", "taskConfig.labels", "task.environment", "task.labels"):
+        if field.startswith(table + "."):
+            return dotted("task." + table.split(".")[1], field[len(table) + 1 :])
+    sizes = "settings.strategy.sizes"
+    if field.startswith(sizes):
+        return (
+            "update.size"
+            if strategy not in ("", "variable_batch")
+            else "update.sizes" + field[len(sizes) :]
+        )
+    head = re.split(r"[.\[]", field, maxsplit=1)[0]
+    if field in _FILE_KEYS:
+        return _FILE_KEYS[field]
+    if head == "metadata":
+        return _FILE_KEYS[head]
+    if head == "job":
+        return field
+    if head in ("taskConfig", "task"):
+        rest = field[len(head) :]
+        return "task" + re.sub(r"[A-Za-z]+", lambda m: _snake(m.group(0)), rest)
+    if head == "settings":
+        return "update" + _snake(field[len(head) :])
+    return None
 
 
 @attrs.frozen
@@ -178,15 +223,7 @@ def _metadata(src: _Source, table: dict[str, Any]) -> tuple[tuple[str, str], ...
 
 def _toml_key(field: str, strategy: str) -> str:
     """The TOML key a domain validation error's field stands for."""
-    for table in ("task.environment", "task.labels"):
-        if field.startswith(table + "."):
-            return dotted(table, field[len(table) + 1 :])
-    sizes = "settings.strategy.sizes"
-    if field.startswith(sizes):
-        if strategy != "variable_batch":
-            return "update.size"
-        return "update.sizes" + field[len(sizes) :]
-    return _SETTINGS_KEYS.get(field, field)
+    return file_key(field, strategy) or field
 
 
 def _job_key(src: _Source, job: dict[str, Any]) -> JobKey | None:
@@ -217,6 +254,12 @@ def load_job_file(path: Path) -> JobFile:
             stop_grace_ms=task["stop_grace_ms"],
         )
         validate_task(config, "task")
+        if any(name == PORT_VARIABLE for name, _ in config.environment):
+            raise src.error(
+                dotted("task.environment", PORT_VARIABLE),
+                "is set for each instance by the local driver (a free port); it cannot be set here",
+                "remove it; the service reads $PORT, or put {port} in task.command",
+            )
         settings = _settings(src, update)
         validate_settings(settings, "settings")
     except InvalidRequest as e:

@@ -6,27 +6,37 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 from rich.console import Console, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from api.client import REQUEST_ID
-from api.views import DiffView, InstanceStatus, UpdateDetails
+from api.views import DiffView, InstanceStatus, SchedulerInfo, UpdateDetails
+from updater.driver import InstanceState
+from updater.events import Cause, InstanceAction
 from updater.job import ConfigGroup, Job
-from updater.ranges import format_ranges, merge
-from updater.settings import Settings
+from updater.ranges import Range, format_ranges, merge
+from updater.settings import HeartbeatResume, Settings
 from updater.storage import UpdateSummary
 from updater.task import TaskConfig
 
 _SETTING_NAMES = {"instances": "only instances"}
 _HIDDEN = frozenset({REQUEST_ID})  # the client's retry tag: noise for people
+_FAILED = frozenset(
+    {InstanceAction.INSTANCE_UPDATE_FAILED, InstanceAction.INSTANCE_ROLLBACK_FAILED}
+)
+# What getInstances tells today (no host or pid yet): AT_DESIRED is whether the instance runs the
+# config the job wants for it, i.e. the update's new config while rolling forward.
+_INSTANCE_COLUMNS = (
+    "ID=instance_id STATE=state AT_DESIRED=at_desired_config HEALTHY_SINCE=healthy_since_at "
+    "FAILURES=failures MESSAGE=message"
+)
 _STATUS_STYLE = {"ROLLED_FORWARD": "green", "ROLLED_BACK": "yellow", "ABORTED": "yellow"}
 
 
@@ -47,8 +57,9 @@ def _stamp(name: str, ms: int | None) -> dict[str, Any]:
     return {f"{name}_ms": ms, f"{name}_at": iso(ms)}
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+def print_json(data: Any, lines: bool = False) -> None:
+    """Indented for a reader, or on one line (`lines`) as part of a JSON-lines stream."""
+    sys.stdout.write(json.dumps(data, indent=None if lines else 2) + "\n")
 
 
 # -- JSON ---------------------------------------------------------------------------------------
@@ -151,14 +162,30 @@ def instance_json(i: InstanceStatus) -> dict[str, Any]:
 
 
 def job_status_json(
-    job: Job, instances: Sequence[InstanceStatus], active: Sequence[UpdateSummary]
+    job: Job,
+    instances: Sequence[InstanceStatus],
+    active: Sequence[UpdateSummary],
+    info: SchedulerInfo | None = None,
 ) -> dict[str, Any]:
+    def with_log(i: InstanceStatus) -> dict[str, Any]:
+        log = info.instance_log(job.key, i.instance_id) if info is not None else None
+        return {**instance_json(i), "log": log}
+
     return {
         "job": str(job.key),
         "instance_count": job.instance_count,
         "groups": groups_json(job.groups),
-        "instances": [instance_json(i) for i in instances],
+        "instances": [with_log(i) for i in instances],
         "active_updates": [summary_json(s) for s in active],
+    }
+
+
+def job_row_json(job: Job, active: UpdateSummary | None) -> dict[str, Any]:
+    return {
+        "job": str(job.key),
+        "instance_count": job.instance_count,
+        "active_update": None if active is None else str(active.key),
+        "active_status": None if active is None else active.status.name,
     }
 
 
@@ -176,7 +203,7 @@ def diff_json(job: str, diff: DiffView) -> dict[str, Any]:
 # -- people -------------------------------------------------------------------------------------
 
 
-def _status(name: str) -> Text:
+def status_text(name: str) -> Text:
     return Text(name, style=_STATUS_STYLE.get(name, "red" if name in ("ERROR", "FAILED") else ""))
 
 
@@ -202,7 +229,7 @@ def _table(out: Console, columns: str, records: Iterable[dict[str, Any]], title:
     table = Table(*(h.replace("_", " ") for h, _ in spec), title=title or None, box=None)
     table.title_justify = "left"
     for r in records:
-        table.add_row(*(_status(r[k]) if k == "status" else _cell(r[k]) for _, k in spec))
+        table.add_row(*(status_text(r[k]) if k == "status" else _cell(r[k]) for _, k in spec))
     out.print(table)
 
 
@@ -230,11 +257,31 @@ def print_summaries(out: Console, summaries: Sequence[UpdateSummary]) -> None:
     _table(out, columns, (summary_json(s) for s in summaries))
 
 
-def print_details(out: Console, d: UpdateDetails) -> None:
+def failures(d: UpdateDetails, info: SchedulerInfo | None) -> list[str]:
+    """One line per failed instance, pointing at its log when the scheduler runs instances
+    locally, so the next step after "it failed" is obvious."""
+    lines = []
+    for e in d.record.instance_events:
+        if e.action not in _FAILED:
+            continue
+        log = info.instance_log(d.record.key.job, e.instance_id) if info is not None else None
+        where = f"; its output: {log}" if log else ""
+        lines.append(f"instance {e.instance_id} failed: {e.message or e.action.name}{where}")
+    return lines
+
+
+def print_details(
+    out: Console,
+    d: UpdateDetails,
+    instances: Sequence[InstanceStatus] = (),
+    info: SchedulerInfo | None = None,
+) -> None:
+    """An update's fields, why it stands still, its instances now (`instances`, if the job
+    still exists), its audit trail, and where a failed instance's log is."""
     data, r = details_json(d), d.record
     rows: list[tuple[str, object]] = [
         ("update", data["key"]),
-        ("status", _status(data["status"])),
+        ("status", status_text(data["status"])),
         ("user", data["user"]),
         ("created", data["created_at"]),
         ("last modified", data["last_modified_at"]),
@@ -246,6 +293,8 @@ def print_details(out: Console, d: UpdateDetails) -> None:
         rows.append(("heartbeat", heartbeat_text(d)))
     if (pause := r.pause_event) is not None:
         rows.append(("paused by", f"{pause.user}: {pause.message or '(no message)'}"))
+    if (reason := why(d)) is not None and not reason.startswith("paused by"):
+        rows.append(("why", reason))
     settings = {**data["settings"], "instances": data["settings"]["instances"] or "all"}
     rows.extend((_SETTING_NAMES.get(k, k.replace("_", " ")), v) for k, v in settings.items())
     rows.extend((f"metadata {k}", v) for k, v in data["metadata"].items() if k not in _HIDDEN)
@@ -255,11 +304,28 @@ def print_details(out: Console, d: UpdateDetails) -> None:
     if r.instance_events:
         columns = "TIME=timestamp_at INSTANCE=instance_id ACTION=action MESSAGE=message"
         _table(out, columns, data["instance_events"], "instance events")
+    if instances:
+        _table(out, _INSTANCE_COLUMNS, (instance_json(i) for i in instances), "instances now")
+    for line in failures(d, info):
+        out.print(Text(line), soft_wrap=True)
+
+
+def print_jobs(out: Console, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("no jobs; create one with `pulsegate job create FILE`", markup=False)
+        return
+    columns = "JOB=job INSTANCES=instance_count ACTIVE_UPDATE=active_update STATUS=active_status"
+    _table(out, columns, rows)
 
 
 def print_job_status(
-    out: Console, job: Job, instances: Sequence[InstanceStatus], active: Sequence[UpdateSummary]
+    out: Console,
+    job: Job,
+    instances: Sequence[InstanceStatus],
+    active: Sequence[UpdateSummary],
+    info: SchedulerInfo | None = None,
 ) -> None:
+    """The job's configs and instances; a failing instance points at its log (local driver)."""
     rows: list[tuple[str, object]] = [("job", str(job.key)), ("instances", job.instance_count)]
     rows.extend(("active update", f"{s.key} {s.status.name}") for s in active)
     _fields(out, rows)
@@ -268,9 +334,12 @@ def print_job_status(
         for g in job.groups
     ]
     _table(out, "INSTANCES=ids COMMAND=run HEALTH_CHECK=check", groups, "desired configs")
-    columns = "ID=instance_id STATE=state AT_DESIRED=at_desired_config"
-    columns += " HEALTHY_SINCE=healthy_since_at FAILURES=failures MESSAGE=message"
-    _table(out, columns, (instance_json(i) for i in instances), "instances")
+    _table(out, _INSTANCE_COLUMNS, (instance_json(i) for i in instances), "instances")
+    for i in instances:
+        log = info.instance_log(job.key, i.instance_id) if info is not None else None
+        if log and (i.failures or i.state is InstanceState.EXITED):
+            why = i.message or i.state.name.lower()
+            out.print(Text(f"instance {i.instance_id}: {why}; its output: {log}"), soft_wrap=True)
 
 
 def diff_summary(diff: DiffView) -> str:
@@ -297,14 +366,39 @@ def print_diff(
         _table(out, "FIELD=field NOW=now NEW=new", records, f"~ update {format_ranges(g.ranges)}")
 
 
-# -- update wait --------------------------------------------------------------------------------
+# -- where an update stands --------------------------------------------------------------------
+
+
+def _ids(ranges: tuple[Range, ...]) -> set[int]:
+    return {i for r in ranges for i in range(r.first, r.last + 1)}
+
+
+def update_size(d: UpdateDetails) -> int:
+    """The instances the update changes (added, replaced or removed): the one denominator, in
+    both directions. The server's progress counts only the current direction's instances, so a
+    rollback of 2 of 5 would otherwise show as 0/2."""
+    definition = d.record.definition
+    touched = _ids(definition.desired)
+    for group in definition.initial:
+        touched |= _ids(group.ranges)
+    forward = d.progress.total if d.progress is not None and not d.rolling_back else 0
+    return max(len(touched), forward)
 
 
 def progress_text(d: UpdateDetails) -> str:
+    """`3/5 done, 1 in flight, 0 failed`; in a rollback, instances back on their old config
+    (untouched ones included) over the same 5."""
     p = d.progress
     if p is None:
         return "-"
-    return f"{p.done}/{p.total} done, {p.in_flight} in flight, {p.failed} failed"
+    size = update_size(d)
+    if not d.rolling_back:
+        return f"{p.done}/{size} done, {p.in_flight} in flight, {p.failed} failed"
+    restored = size - p.total + p.done - p.failed
+    return (
+        f"rolling back: {restored}/{size} on the old config, "
+        f"{p.in_flight} in flight, {p.failed} failed"
+    )
 
 
 def heartbeat_text(d: UpdateDetails) -> str:
@@ -312,43 +406,38 @@ def heartbeat_text(d: UpdateDetails) -> str:
     return f"{age}, timeout {_seconds(d.heartbeat_timeout_ms)}"
 
 
-def progress_view(d: UpdateDetails) -> RenderableType:
-    p = d.progress
-    grid = Table.grid(padding=(0, 1))
-    grid.add_row(Text(str(d.record.key), style="bold"), _status(d.status.name))
-    total, done = (p.total, p.done) if p is not None else (1, 0)
-    grid.add_row(ProgressBar(total=max(total, 1), completed=done, width=40), progress_text(d))
-    if d.heartbeat_timeout_ms:
-        late = d.heartbeat_age_ms is None or d.heartbeat_age_ms >= d.heartbeat_timeout_ms
-        grid.add_row("heartbeat", Text(heartbeat_text(d), style="red" if late else "green"))
-    return grid
-
-
-class WaitDisplay:
-    """An update's progress: a live view on a terminal, else one line per change (a change of
-    status or counts; the heartbeat age alone is not one)."""
-
-    def __init__(self, out: Console) -> None:
-        self.out = out
-        self.live = Live(console=out, refresh_per_second=4) if out.is_terminal else None
-        self.last = ""
-
-    def __enter__(self) -> WaitDisplay:
-        if self.live is not None:
-            self.live.start()
-        return self
-
-    def show(self, d: UpdateDetails) -> None:
-        if self.live is not None:
-            self.live.update(progress_view(d))
-            return
-        line = f"{d.record.key} {d.status.name} {progress_text(d)}"
-        if line != self.last:
-            self.last = line
-            if d.heartbeat_timeout_ms:
-                line += f"; heartbeat {heartbeat_text(d)}"
-            self.out.print(Text(line), soft_wrap=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.stop()
+def why(d: UpdateDetails, now_ms: int | None = None) -> str | None:
+    """Why the update is not moving, in words, or None while it moves (or has ended)."""
+    status = d.status
+    events = d.record.status_events
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if status.is_paused:
+        pause = d.record.pause_event
+        if pause is not None:
+            return f"paused by {pause.user}: {pause.message or '(no message)'}"
+    if not status.is_awaiting_pulse:
+        return None
+    last = events[-1]
+    timeout = d.heartbeat_timeout_ms
+    age = d.heartbeat_age_ms
+    settings = d.record.definition.settings
+    if (
+        age is not None
+        and age < timeout
+        and settings.heartbeat_resume is HeartbeatResume.OPERATOR
+        and last.cause is Cause.HEARTBEAT_TIMEOUT
+    ):
+        return (
+            "blocked: heartbeats are back, but heartbeat_resume = operator: "
+            "`pulsegate update resume` lets it go on"
+        )
+    if age is not None:
+        return f"blocked: no heartbeat for {_seconds(age)} (timeout {_seconds(timeout)})"
+    if not any(e.cause is Cause.HEARTBEAT for e in events):
+        waited = max(0, now - last.timestamp_ms)
+        return f"waiting for the first heartbeat (for {_seconds(waited)})"
+    # beats were seen before, none since (e.g. a new leader): at least the timeout before `last`
+    silent = max(0, now - last.timestamp_ms) + (
+        timeout if last.cause is Cause.HEARTBEAT_TIMEOUT else 0
+    )
+    return f"blocked: no heartbeat for {_seconds(silent)} (timeout {_seconds(timeout)})"

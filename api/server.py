@@ -3,7 +3,11 @@ connections cost about 170 MB), binary protocol, buffered or framed transport, o
 
 Connections idle longer than `IDLE_TIMEOUT_S` are closed (clients reconnect on their own), which
 also bounds what a peer that sends a huge length prefix and then nothing can hold. Garbage on
-the wire closes that one connection, quietly, and is counted."""
+the wire closes that one connection, quietly, and is counted.
+
+The listening socket is bound without SO_REUSEPORT (thriftpy2 sets it), so a second scheduler
+on a port in use is refused instead of sharing the port. `probe()` calls the server through a
+connection of its own, as a client would: the scheduler's readiness depends on it."""
 
 from __future__ import annotations
 
@@ -14,21 +18,18 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from thriftpy2.rpc import make_client
 from thriftpy2.server import TThreadedServer
-from thriftpy2.thrift import TProcessor
-from thriftpy2.transport import (
-    TBufferedTransportFactory,
-    TFramedTransportFactory,
-    TServerSocket,
-    TSSLServerSocket,
-    TTransportException,
-)
+from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor, TType
+from thriftpy2.transport import TServerSocket, TSSLServerSocket, TTransportException
 
+from api import ui
 from api.auth import Authenticator
 from api.forward import Forwarder
 from api.handler import Handler
 from api.idl import Service
-from api.wire import protocol_factory
+from api.wire import server_codec, transport_factory
+from scheduler.ports import PortInUse, is_address_in_use
 
 if TYPE_CHECKING:
     from scheduler.service import Scheduler
@@ -37,10 +38,38 @@ log = structlog.get_logger(__name__)
 
 IDLE_TIMEOUT_S = 300.0
 BACKLOG = 1024
+PROBE_TIMEOUT_S = 2.0
 
 
-def transport_factory(name: str) -> Any:
-    return TFramedTransportFactory() if name == "framed" else TBufferedTransportFactory()
+class CallsOnly(TProcessor):
+    """Runs only messages typed CALL. A REPLY, EXCEPTION or ONEWAY (the service declares no
+    oneway method) is answered with INVALID_MESSAGE_TYPE and never executed: a peer that
+    echoes our replies back, or a confused client, cannot make a call happen."""
+
+    def process_in(self, iprot: Any) -> tuple[str, int, Any, Any]:
+        api, kind, seqid = iprot.read_message_begin()
+        if kind != TMessageType.CALL:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            refused = TApplicationException(
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"message type {kind} is not a call; send {api} as a CALL",
+            )
+            return api, seqid, refused, None
+        if api not in self._service.thrift_services:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            return api, seqid, TApplicationException(TApplicationException.UNKNOWN_METHOD), None
+        args = getattr(self._service, api + "_args")()
+        args.read(iprot)
+        iprot.read_message_end()
+        result = getattr(self._service, api + "_result")()
+        names = [item[1] for item in args.thrift_spec.values()]  # the IDL's argument order
+
+        def call() -> Any:
+            return getattr(self._handler, api)(*(args.__dict__[k] for k in names))
+
+        return api, seqid, result, call
 
 
 class _Server(TThreadedServer):
@@ -87,30 +116,51 @@ class ApiServer:
         tls_cert: str = "",
         tls_key: str = "",
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        force_pure_protocol: bool = False,
     ) -> None:
+        """`force_pure_protocol` takes the fallback used when thriftpy2's compiled decoder is
+        unguarded (tests exercise it without uninstalling anything)."""
         self.handler = handler
         self.host = host
         self.port = port
         self.transport = transport
         self.tls = (tls_cert, tls_key) if tls_cert else None
         self.idle_timeout_s = idle_timeout_s
+        self.force_pure_protocol = force_pure_protocol
         self.bad_input = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def _socket(self) -> TServerSocket:
+        """The server socket, already listening (so the port is known)."""
         timeout_ms = int(self.idle_timeout_s * 1000)
+        server: TServerSocket
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
-            return TSSLServerSocket(
+            server = TSSLServerSocket(
                 self.host,
                 self.port,
                 client_timeout=timeout_ms,
                 backlog=BACKLOG,
                 ssl_context=context,
             )
-        return TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        else:
+            server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # but never SO_REUSEPORT
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            if is_address_in_use(e):
+                raise PortInUse("the Thrift API", self.host, self.port, "api.port") from None
+            raise
+        sock.listen(BACKLOG)
+        server.sock = sock
+        server.listen = lambda: None  # type: ignore[method-assign]  # listening already
+        return server
 
     def _bad_input(self, error: Exception) -> None:
         self.bad_input += 1
@@ -119,15 +169,13 @@ class ApiServer:
 
     def start(self) -> None:
         sock = self._socket()
-        sock.listen()
         self.port = sock.sock.getsockname()[1]
-        sock.listen = lambda: None  # type: ignore[method-assign]  # bound above, port known
-        factory = transport_factory(self.transport)
+        protocol, transport = server_codec(self.transport, self.force_pure_protocol)
         self._server = _Server(
-            TProcessor(Service, self.handler),
+            CallsOnly(Service, self.handler),
             sock,
-            iprot_factory=protocol_factory(),
-            itrans_factory=factory,
+            iprot_factory=protocol,
+            itrans_factory=transport,
             daemon=True,
             on_bad_input=self._bad_input,
         )
@@ -140,6 +188,29 @@ class ApiServer:
             transport=self.transport,
             tls=self.tls is not None,
         )
+
+    def probe(self) -> None:
+        """Call getSchedulerInfo (a reply with strings) on our own port over a new connection;
+        raises if the server cannot answer. TLS is not verified: the peer is ourselves."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        client = make_client(
+            Service,
+            host,
+            self.port,
+            trans_factory=transport_factory(self.transport),
+            timeout=int(PROBE_TIMEOUT_S * 1000),
+            ssl_context=context,
+            socket_family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+        try:
+            client.getSchedulerInfo()
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self._server is None:
@@ -155,8 +226,9 @@ class ApiServer:
         log.info("api_server_stopped", port=self.port)
 
 
-def attach(scheduler: Scheduler) -> ApiServer:
-    """Give a scheduler its Thrift API (started and stopped with it)."""
+def attach(scheduler: Scheduler, force_pure_protocol: bool = False) -> ApiServer:
+    """Give a scheduler its Thrift API (started, probed and stopped with it) and the web UI on its
+    HTTP port, which calls the same handler."""
     config = scheduler.config
     auth = Authenticator(config.auth_enabled, config.auth_principals, config.reads_require_auth)
     forwarder = Forwarder(
@@ -170,6 +242,8 @@ def attach(scheduler: Scheduler) -> ApiServer:
         config.api_transport,
         config.api_tls_cert,
         config.api_tls_key,
+        force_pure_protocol=force_pure_protocol,
     )
     scheduler.api = server
+    ui.attach(scheduler, server.handler)
     return server

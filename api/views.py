@@ -31,6 +31,23 @@ class SchedulerInfo:
     leader_id: str | None
     leader_address: str | None
     serving: bool
+    http_address: str | None = None
+    leader_http_address: str | None = None
+    instance_log_dir: str | None = None
+
+    def update_url(self, key: UpdateKey) -> str | None:
+        """The web UI's page of an update, on the leader's HTTP port (else this node's)."""
+        http = self.leader_http_address or self.http_address
+        if http is None:
+            return None
+        job = key.job
+        return f"http://{http}/updates/{job.role}/{job.environment}/{job.name}/{key.id}"
+
+    def instance_log(self, job: JobKey, instance_id: int) -> str | None:
+        """Where the local driver writes an instance's output (on the scheduler's host)."""
+        if self.instance_log_dir is None:
+            return None
+        return f"{self.instance_log_dir}/{job.role}/{job.environment}/{job.name}/{instance_id}.log"
 
 
 @attrs.frozen
@@ -212,7 +229,17 @@ def diff(v: Any) -> DiffView:
 
 
 def info(v: Any) -> SchedulerInfo:
-    return SchedulerInfo(v.id, v.version, v.role, v.leaderId, v.leaderAddress, bool(v.serving))
+    return SchedulerInfo(
+        v.id,
+        v.version,
+        v.role,
+        v.leaderId,
+        v.leaderAddress,
+        bool(v.serving),
+        v.httpAddress,
+        v.leaderHttpAddress,
+        v.instanceLogDir,
+    )
 
 
 def heartbeat(v: Any) -> HeartbeatResult:

@@ -1,9 +1,11 @@
 """The wire protocol the server decodes with, and a guard against a decoder that can be frozen.
 
 pulsegate installs thriftpy2 rebuilt with a guarded skip (deploy/patch_thriftpy2.py). If the
-compiled decoder in use is the unguarded one, the server falls back to thriftpy2's pure-Python
-binary protocol with the same guard: slower, but 30 hostile bytes can no longer stop every
-thread of the scheduler."""
+compiled decoder in use is the unguarded one (the stock wheel, as `pip install` gets it), the
+server falls back to thriftpy2's pure-Python binary protocol with the same guard, over the
+pure-Python transports: slower, but 30 hostile bytes can no longer stop every thread of the
+scheduler. The pair must match: the pure protocol writes memoryviews, which the compiled
+transports refuse (they take bytes only), so a mixed pair fails every reply with a string."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import thriftpy2.protocol.binary as pure
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.protocol.exc import TProtocolException
 from thriftpy2.thrift import TType
+from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory
+from thriftpy2.transport import buffered as pure_buffered
+from thriftpy2.transport import framed as pure_framed
 
 log = structlog.get_logger(__name__)
 
@@ -57,14 +62,27 @@ def compiled_decoder_is_guarded() -> bool:
     return False
 
 
-def protocol_factory() -> Any:
-    """The fast compiled protocol when it is guarded; otherwise the guarded pure-Python one."""
-    if compiled_decoder_is_guarded():
-        return TBinaryProtocolFactory()
+def transport_factory(name: str) -> Any:
+    """The compiled transport `name` ("buffered" or "framed"), as clients and forwarders use."""
+    return TFramedTransportFactory() if name == "framed" else TBufferedTransportFactory()
+
+
+def server_codec(transport: str, force_pure: bool = False) -> tuple[Any, Any]:
+    """(protocol factory, transport factory) for the server: the fast compiled pair when the
+    compiled decoder is guarded, otherwise (or with `force_pure`, for tests) the guarded
+    pure-Python protocol over the pure-Python transport."""
+    if not force_pure and compiled_decoder_is_guarded():
+        return TBinaryProtocolFactory(), transport_factory(transport)
     log.error(
         "thrift_decoder_unguarded",
         fix="run deploy/bootstrap.sh (it rebuilds thriftpy2 with a guarded skip)",
-        fallback="pure-Python protocol: safe, slower",
+        fallback="pure-Python protocol and transport: safe, slower",
+        forced=force_pure,
     )
     pure.skip = _guarded_skip  # read_val and read_struct look the name up at call time
-    return pure.TBinaryProtocolFactory()
+    factory = (
+        pure_framed.TFramedTransportFactory()
+        if transport == "framed"
+        else pure_buffered.TBufferedTransportFactory()
+    )
+    return pure.TBinaryProtocolFactory(), factory

@@ -69,7 +69,7 @@ def spawn(
         [
             sys.executable, "-m", "api.cli", "scheduler", "run", "--id", name, "--zk", hosts,
             "--zk-root", paths.root, "--session-timeout", str(session_s), "--api-port", "0",
-            "--http-port", "0", "--state-dir", str(workdir / name),
+            "--http-port", "0", "--state-dir", str(workdir / name), "--driver", "sim",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PULSEGATE_LOG_FORMAT": "json"},

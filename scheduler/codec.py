@@ -194,18 +194,26 @@ def definition_from_json(v: dict[str, Any]) -> UpdateDefinition:
 
 
 def status_event_to_json(e: StatusEvent) -> dict[str, Any]:
-    return {
+    value = {
         "status": e.status.value,
         "timestamp_ms": e.timestamp_ms,
         "user": e.user,
         "message": e.message,
         "cause": e.cause.value,
     }
+    if e.count != 1:  # coalesced lapses; absent in every other event (and in older records)
+        value["count"] = e.count
+    return value
 
 
 def status_event_from_json(v: dict[str, Any]) -> StatusEvent:
     return StatusEvent(
-        UpdateStatus(v["status"]), v["timestamp_ms"], v["user"], v["message"], Cause(v["cause"])
+        UpdateStatus(v["status"]),
+        v["timestamp_ms"],
+        v["user"],
+        v["message"],
+        Cause(v["cause"]),
+        int(v.get("count", 1)),
     )
 
 

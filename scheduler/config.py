@@ -23,8 +23,9 @@ from updater.errors import InvalidRequest
 from updater.keys import check_name
 
 ENV_PREFIX = "PULSEGATE_"
-# PULSEGATE_* variables that are not config keys (the CLI reads the config file's path).
-ENV_NOT_KEYS = frozenset({"PULSEGATE_CONFIG"})
+# PULSEGATE_* variables that are not config keys: the config file's path, and the CLI client's
+# settings (a shell that exports them also runs `pulsegate scheduler run`).
+ENV_NOT_KEYS = frozenset({"PULSEGATE_CONFIG", "PULSEGATE_SCHEDULER", "PULSEGATE_TOKEN"})
 _META = "pulsegate.key"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -171,7 +172,12 @@ class Config:
     http_port: int = _key(
         "http.port", 7071, "metrics/health port (0 = a free port)", min=0, max=65535
     )
-    driver: str = _key("driver.kind", "sim", "how instances are run", choices=("sim", "local"))
+    driver: str = _key(
+        "driver.kind",
+        "local",
+        "how instances are run: local processes, or simulated (sim, for tests)",
+        choices=("sim", "local"),
+    )
     sim_action_log: str = _key(
         "driver.sim_action_log", "", "JSON-lines log of every sim driver action ('' = none)"
     )
@@ -188,7 +194,12 @@ class Config:
     log_level: str = _key(
         "log.level", "info", "log level", choices=("debug", "info", "warning", "error")
     )
-    log_format: str = _key("log.format", "json", "log format", choices=("json", "console"))
+    log_format: str = _key(
+        "log.format",
+        "auto",
+        "log format: auto is console on a terminal, json otherwise",
+        choices=("auto", "json", "console"),
+    )
     auth_enabled: bool = _key("auth.enabled", False, "require a token for mutating calls")
     reads_require_auth: bool = _key(
         "auth.reads_require_auth", False, "require a token for reads too"

@@ -1,8 +1,12 @@
 """Leader election among schedulers, session-aware (DESIGN §6).
 
 Each scheduler owns an ephemeral sequential znode under `election/` carrying its identity (id,
-API and HTTP addresses); the lowest one leads. The election node is also the fence: every leader
-write checks it, so a leader whose session expired cannot write even if it has not noticed yet.
+API and HTTP addresses); the lowest sequence number leads. The node's name starts with a uuid of
+this contender (kazoo's Lock does the same): a create the server applied but whose reply was
+lost (ConnectionLoss) leaves a node in our live session, and before creating again we look for
+it, so one session never holds two nodes (two deadlock the election: the orphan ranks below the
+others and never goes away). The election node is also the fence: every leader write checks
+it, so a leader whose session expired cannot write even if it has not noticed yet.
 
 - The kazoo connection listener only sets flags: on SUSPENDED `is_acting()` turns false at once,
   before any thread hop, so the leader stops every action immediately.
@@ -19,6 +23,7 @@ import contextlib
 import enum
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import KazooState
 
 from scheduler.fencing import NotLeader
-from scheduler.paths import Paths
+from scheduler.paths import Paths, election_sequence
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +65,7 @@ class Leadership:
         self.role = Role.FOLLOWER
         self.epoch = 0
         self._node: str | None = None
+        self._prefix = paths.contender_prefix(uuid.uuid4().hex)
         self._node_session: int | None = None
         self._connected = False
         self._lost = False
@@ -106,7 +112,8 @@ class Leadership:
             return None
         try:
             children = sorted(
-                self.client.get_children_async(self.paths.election).get(timeout=self.timeout_s)
+                self.client.get_children_async(self.paths.election).get(timeout=self.timeout_s),
+                key=election_sequence,
             )
             if not children:
                 return None
@@ -233,13 +240,12 @@ class Leadership:
         if self._node is None or self.client.exists(self._node) is None:
             for path in self.paths.containers():
                 self.client.ensure_path(path)
-            value = json.dumps(self.identity).encode()
-            self._node = self.client.create(
-                self.paths.election_prefix, value, ephemeral=True, sequence=True
+            self._node = self._find_node(session) or self.client.create(
+                self._prefix, json.dumps(self.identity).encode(), ephemeral=True, sequence=True
             )
             self._node_session = session
         node = self._node  # stop() may clear it while we are here
-        children = sorted(self.client.get_children(self.paths.election))
+        children = sorted(self.client.get_children(self.paths.election), key=election_sequence)
         mine = node.rsplit("/", 1)[1]
         if mine not in children:
             self._node = None
@@ -254,6 +260,26 @@ class Leadership:
         predecessor = f"{self.paths.election}/{children[index - 1]}"
         if self.client.exists(predecessor, watch=self._on_predecessor) is None:
             self._wake.set()  # gone already: look again
+
+    def _find_node(self, session: int | None) -> str | None:
+        """Our node in this session, if a create whose reply was lost made one. Should there be
+        several (a look that ran before a lost create landed), the lowest is kept."""
+        name = self._prefix.rsplit("/", 1)[1]
+        found = []
+        for child in self.client.get_children(self.paths.election):
+            if not child.startswith(name):
+                continue
+            path = f"{self.paths.election}/{child}"
+            stat = self.client.exists(path)
+            if stat is not None and stat.ephemeralOwner == session:
+                found.append(path)
+        found.sort(key=election_sequence)
+        for extra in found[1:]:
+            with contextlib.suppress(NoNodeError):
+                self.client.delete(extra)
+        if found:
+            log.info("election_node_found", node=found[0])
+        return found[0] if found else None
 
     def _write_session_file(self) -> None:
         if not self.session_file or not self.client.client_id:

@@ -1,9 +1,11 @@
 """The operations endpoint: `/metrics`, `/health`, `/ready` and `/leader` on the standard
-library's threading HTTP server, so probes and scrapes never depend on the Thrift API.
+library's threading HTTP server, so probes and scrapes never depend on the Thrift API; every
+other path goes to the injected `pages` (the web UI, built by the API layer: this module must
+not import `api`).
 
 `/health` answers while the process runs; `/ready` and `/leader` ask the injected `status()`
-(a dict with at least `ready` and `leader`). A handler never raises: a failing `status()`
-becomes a 500 with the error as JSON."""
+(a dict with at least `ready` and `leader`). A handler never raises: a failing `status()` or
+page becomes a 500 with the error as JSON."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -22,15 +25,50 @@ log = structlog.get_logger(__name__)
 
 Status = Callable[[], dict[str, Any]]
 
+MAX_BODY_BYTES = 64 * 1024  # an action's JSON body is a reason and little else
+DRAIN_BYTES = 1024 * 1024  # a body too large but not huge is read and dropped, so the 413 arrives
+
+
+@attrs.frozen
+class Request:
+    method: str  # GET, HEAD or POST
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes = b""
+
+
+@attrs.frozen
+class Response:
+    code: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class Pages(Protocol):
+    def respond(self, request: Request) -> Response:
+        """The answer to any request the operations endpoints do not serve; never raises for
+        bad input (a 404 or 400 page instead)."""
+        ...
+
 
 class HttpServer:
     """Serves in a daemon thread; `port` is the bound port after `start()` (so 0 works)."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, status: Status) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        status: Status,
+        pages: Pages | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.status = status
+        self.pages = pages
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -61,10 +99,12 @@ class HttpServer:
             thread.join()
         log.info("http_server_stopped", port=self.port)
 
-    def respond(self, path: str) -> tuple[int, str, bytes]:
-        """(status code, content type, body) for a GET of `path`."""
+    def respond(self, request: Request) -> Response:
+        path = request.path
+        if request.method == "POST":
+            return self._page(request)
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
         if path == "/health":
             return _json(200, {"ok": True})
         if path == "/ready":
@@ -73,11 +113,16 @@ class HttpServer:
         if path == "/leader":
             leader = self.status().get("leader")
             return _json(503 if leader is None else 200, {"leader": leader})
-        return _json(404, {"error": f"no such endpoint: {path}"})
+        return self._page(request)
+
+    def _page(self, request: Request) -> Response:
+        if self.pages is not None:
+            return self.pages.respond(request)
+        return _json(404, {"error": f"no such endpoint: {request.path}"})
 
 
-def _json(code: int, body: object) -> tuple[int, str, bytes]:
-    return code, "application/json", json.dumps(body, default=str).encode()
+def _json(code: int, body: object) -> Response:
+    return Response(code, "application/json", json.dumps(body, default=str).encode())
 
 
 class _Server(ThreadingHTTPServer):
@@ -96,26 +141,52 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server  # HTTP/1.0: one request per connection, so stop() leaves no idle threads
+    timeout = 30  # seconds a client may take to send its request: a stalled one frees its thread
 
     def do_GET(self) -> None:
-        self._answer(send_body=True)
+        self._answer("GET")
 
     def do_HEAD(self) -> None:
-        self._answer(send_body=False)
+        self._answer("HEAD")
 
-    def _answer(self, send_body: bool) -> None:
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def _request(self, method: str) -> Request | Response:
+        url = urlsplit(self.path)
+        body = b""
+        if method == "POST":
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY_BYTES:
+                if MAX_BODY_BYTES < length <= DRAIN_BYTES:
+                    self.rfile.read(length)  # unread, closing would reset the connection
+                return _json(413, {"error": f"a body must be 0 to {MAX_BODY_BYTES} bytes"})
+            body = self.rfile.read(length)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        return Request(method, url.path, parse_qs(url.query), headers, body)
+
+    def _answer(self, method: str) -> None:
         try:
-            code, content_type, body = self.server.owner.respond(urlsplit(self.path).path)
+            request = self._request(method)
+            if isinstance(request, Request):
+                response = self.server.owner.respond(request)
+            else:
+                response = request
         except Exception as e:  # a handler must never raise: report it as a 500
             log.warning("http_request_failed", path=self.path, exc_info=True)
-            code, content_type, body = _json(500, {"error": f"{type(e).__name__}: {e}"})
+            response = _json(500, {"error": f"{type(e).__name__}: {e}"})
         try:
-            self.send_response(code, HTTPStatus(code).phrase)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_response(response.code, HTTPStatus(response.code).phrase)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers:
+                self.send_header(name, value)
             self.end_headers()
-            if send_body:
-                self.wfile.write(body)
+            if method != "HEAD":
+                self.wfile.write(response.body)
         except OSError:  # the client went away
             self.close_connection = True
 

@@ -26,7 +26,7 @@ import structlog
 
 from scheduler.agenda import RETRY_MS, Agenda
 from scheduler.applier import StepApplier
-from scheduler.clock import Clock
+from scheduler.clock import Clock, offset_source
 from scheduler.commands import Commands
 from scheduler.election import Role
 from scheduler.fencing import NotLeader
@@ -80,7 +80,7 @@ class LeaderLoop:
         self.metrics = metrics
         self.on_serving = on_serving
         self.command_timeout_s = command_timeout_s
-        self.memory = RunTable()
+        self.memory = RunTable(offset_source(clock))
         # Shared with the table (the same objects), named for the hot paths that read them.
         self.pulse = self.memory.pulse
         self.runs = self.memory.runs
@@ -168,7 +168,7 @@ class LeaderLoop:
             raise NotLeader("this scheduler is not serving as leader")
         run = self.runs.get(key)
         if run is None:
-            status = self.memory.finished.get(key) or self._final_status(key)
+            status = self.memory.finished_status(key) or self._final_status(key)
             return HeartbeatAnswer.FINISHED, status
         return self.beat(run, user)
 
@@ -176,9 +176,12 @@ class LeaderLoop:
         """Record a heartbeat for a run in memory. Unblocking the update (a status change to
         persist) is handed to the loop without waiting."""
         first = self.pulse.last_beat(run.key) is None
-        answer, to_record = run.heartbeat(self.pulse, user, self.clock.now())
-        if run.key not in self.runs:  # it finished meanwhile: do not track it again
-            self.pulse.forget(run.key)
+        try:
+            answer, to_record = run.heartbeat(self.pulse, user, self.clock.now())
+        except Unavailable:  # no longer tracked: if it also left the table, it finished
+            if run.key in self.runs:
+                raise
+            return self.heartbeat(run.key, user)
         if to_record:
             self.agenda.unblock(run.key, user)
         elif first:  # a rolling update parked since takeover may act now, not at its lease end

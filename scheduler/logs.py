@@ -18,7 +18,15 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-FORMATS = ("json", "console")
+FORMATS = ("auto", "json", "console")
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`auto` is people's console format on a terminal and JSON lines for machines otherwise."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
 
 
 class _LevelSplit(logging.Filter):
@@ -46,6 +54,8 @@ def configure_logging(
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+    out = sys.stderr if stream is None else stream
+    fmt = resolve_format(fmt, out)
     ours = LEVELS[level]
     theirs = max(LEVELS[library_level], ours)
     shared: list[Any] = [
@@ -60,8 +70,9 @@ def configure_logging(
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ]
-    else:
-        render = [structlog.dev.ConsoleRenderer(colors=False)]
+    else:  # colours only on a terminal; rich (a dependency) renders exceptions
+        colors = bool(getattr(out, "isatty", None) and out.isatty())
+        render = [structlog.dev.ConsoleRenderer(colors=colors)]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -69,7 +80,7 @@ def configure_logging(
         # Not cached, so that a later configure_logging() also applies to existing loggers.
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -4,7 +4,9 @@ storage (heartbeats excepted, by design), and a leader that loses its session dr
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from updater.engine import UpdateRun
 from updater.keys import JobKey, UpdateKey
@@ -22,15 +24,20 @@ def raw_key(key: UpdateKey) -> RawKey:
 
 class RunTable:
     """Runs by key, by job (driver notifications name jobs) and, for coordinated updates, by raw
-    key (the heartbeat fast path looks runs up without building an UpdateKey). Changed only on
-    the leader loop's thread; read from RPC threads (single dict operations)."""
+    key (the heartbeat fast path looks runs up without building an UpdateKey).
 
-    def __init__(self) -> None:
-        self.pulse = PulseMonitor()
+    Threads: the run maps change only on the leader loop's thread and are read from RPC threads
+    (single dict lookups). The pulse monitor and the finished statuses are written from both
+    (heartbeats; an RPC that read a final status from storage), each behind its own lock."""
+
+    def __init__(self, clock_offset: Callable[[], int] | None = None) -> None:
+        """`clock_offset`: see `scheduler.clock.offset_source`."""
+        self.pulse = PulseMonitor(threading.Lock(), clock_offset)
         self.runs: dict[UpdateKey, UpdateRun] = {}
         self.hot: dict[RawKey, UpdateRun] = {}
         self.by_job: dict[JobKey, UpdateKey] = {}
-        self.finished: OrderedDict[UpdateKey, UpdateStatus] = OrderedDict()
+        self._finished: OrderedDict[UpdateKey, UpdateStatus] = OrderedDict()
+        self._finished_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -38,12 +45,13 @@ class RunTable:
     def add(self, run: UpdateRun, since: int | None = None) -> None:
         """Hold a run. A coordinated one is watched for heartbeats from `since` (if it is not
         watched already)."""
+        if run.is_coordinated and since is not None and not self.pulse.is_tracked(run.key):
+            # Tracked before it can be found: a heartbeat never starts tracking.
+            self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
         self.runs[run.key] = run
         self.by_job[run.key.job] = run.key
         if run.is_coordinated:
             self.hot[raw_key(run.key)] = run
-            if since is not None and not self.pulse.is_tracked(run.key):
-                self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
 
     def remove(self, key: UpdateKey) -> UpdateRun | None:
         """Let go of a run, keeping its heartbeats (it is about to be reloaded)."""
@@ -60,13 +68,21 @@ class RunTable:
         self.remember_finished(key, status)
 
     def remember_finished(self, key: UpdateKey, status: UpdateStatus) -> None:
-        self.finished[key] = status
-        while len(self.finished) > FINISHED_KEPT:
-            self.finished.popitem(last=False)
+        """Any thread: the loop when an update ends, an RPC that read a final status."""
+        with self._finished_lock:
+            self._finished[key] = status
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.popitem(last=False)
+
+    def finished_status(self, key: UpdateKey) -> UpdateStatus | None:
+        """How a recently finished update ended, if it is remembered (any thread)."""
+        with self._finished_lock:
+            return self._finished.get(key)
 
     def clear(self) -> None:
         self.runs.clear()
         self.hot.clear()
         self.by_job.clear()
-        self.finished.clear()
+        with self._finished_lock:
+            self._finished.clear()
         self.pulse.clear()

@@ -1,6 +1,7 @@
 """Every znode path pulsegate uses, built in one place under a configurable root.
 
-    <root>/election/n_<seq>           ephemeral sequential: one per scheduler (identity JSON)
+    <root>/election/<uuid>_n_<seq>    ephemeral sequential: one per scheduler (identity JSON);
+                                      the uuid lets a contender find its node after ConnectionLoss
     <root>/leader                     ephemeral: the acting leader, once it serves
     <root>/jobs/<job>                 a job's desired state (config groups with ranges)
     <root>/locks/<job>                the job's active-update lock (holds the update id)
@@ -40,6 +41,12 @@ def parse_update_node(name: str) -> UpdateKey | None:
     return UpdateKey(JobKey(*parts[:3]), parts[3]) if len(parts) == 4 else None
 
 
+def election_sequence(name: str) -> int:
+    """The sequence number of an election node's name (ZooKeeper's 10 digits at the end): the
+    order of contenders, whatever their prefix."""
+    return int(name[-10:])
+
+
 @attrs.frozen
 class Paths:
     root: str = "/pulsegate"
@@ -57,9 +64,9 @@ class Paths:
     def election(self) -> str:
         return f"{self.root}/election"
 
-    @property
-    def election_prefix(self) -> str:
-        return f"{self.root}/election/n_"
+    def contender_prefix(self, contender: str) -> str:
+        """A contender's election node, before ZooKeeper appends the sequence number."""
+        return f"{self.root}/election/{contender}_n_"
 
     @property
     def leader(self) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, Self
 
+from scheduler.ports import is_port_free
+
 SERVER_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 _BOOTSTRAP_HINT = "run deploy/bootstrap.sh (it installs the Debian `zookeeper` package and a JRE)"
 _PR_SET_PDEATHSIG = 1
@@ -111,8 +113,14 @@ def _pdeathsig_preexec() -> Callable[[], None]:
 class EmbeddedZooKeeper:
     """One ZooKeeper server (standalone, or a member of a :class:`ZooKeeperEnsemble`).
 
-    The data dir holds ``zoo.cfg``, ``myid``, the snapshots and ``zookeeper.log``; ``start()``
-    after ``stop()``/``kill()`` reuses it and the port, so data and sessions survive restarts.
+    The data dir holds ``zoo.cfg``, ``myid``, the snapshots, ``zookeeper.log`` and ``hosts`` (the
+    connection string it last served on, for clients to read); ``start()`` after ``stop()`` or
+    ``kill()`` reuses it and the port, so data and sessions survive restarts. Without a ``port``,
+    a new server takes the port in ``hosts`` again if that one is free, else any free port.
+
+    ``start()`` refuses a port something else listens on (reason ``port_in_use``), and only
+    reports serving once the server answering on the port says it uses this data dir, so a
+    server started on another's port never passes for one that runs.
 
     ``die_with_parent=True`` sets PR_SET_PDEATHSIG so the JVM gets SIGTERM if we die without
     stopping it. Caveat: Linux fires it when the *thread* that forked exits, not the process, so
@@ -131,9 +139,10 @@ class EmbeddedZooKeeper:
         server_id: int | None = None,
         peers: list[tuple[int, int, int, int]] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: the JVM runs with the data dir as its working directory.
+        self.data_dir = Path(data_dir).resolve()
         self.host = host
-        self.port = port if port is not None else find_free_port(host)
+        self.port = port if port is not None else self._previous_port() or find_free_port(host)
         self.tick_ms = tick_ms
         self.java = java
         self.jar_dir = Path(jar_dir)
@@ -154,6 +163,26 @@ class EmbeddedZooKeeper:
     @property
     def log_path(self) -> Path:
         return self.data_dir / "zookeeper.log"
+
+    @property
+    def hosts_path(self) -> Path:
+        return self.data_dir / "hosts"
+
+    def _previous_port(self) -> int | None:
+        try:
+            host, _, port = self.hosts_path.read_text().strip().rpartition(":")
+            previous = int(port)
+        except (OSError, ValueError):
+            return None
+        return previous if host == self.host and is_port_free(self.host, previous) else None
+
+    def served_data_dir(self) -> Path | None:
+        """The data dir of the server answering on our port (None if none answers): ours, or
+        another's that holds the port."""
+        for line in self.four_letter_word("conf").splitlines():
+            if line.startswith("dataDir="):  # <data dir>/version-2
+                return Path(line.partition("=")[2].strip()).parent
+        return None
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -178,7 +207,7 @@ class EmbeddedZooKeeper:
             f"tickTime={self.tick_ms}",
             "initLimit=10",
             "syncLimit=5",
-            f"dataDir={self.data_dir.resolve()}",
+            f"dataDir={self.data_dir}",
             f"clientPort={self.port}",
             f"clientPortAddress={self.host}",
             "admin.enableServer=false",
@@ -223,6 +252,11 @@ class EmbeddedZooKeeper:
         if self.is_running():
             raise ZooKeeperStartError(f"already running (pid {self.pid})", reason="running")
         command = self._command(self.data_dir / "zoo.cfg")
+        if not is_port_free(self.host, self.port):
+            raise ZooKeeperStartError(
+                f"port {self.port} on {self.host} is already in use (another ZooKeeper?)",
+                reason="port_in_use",
+            )
         self.write_config()
         preexec = _pdeathsig_preexec() if self.die_with_parent else None
         # The log is a file, never a pipe: a pipe nobody reads would block the JVM when full.
@@ -250,7 +284,10 @@ class EmbeddedZooKeeper:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
                 self._fail(f"ZooKeeper exited with code {code}", reason="exited")
-            if self.mode():
+            if self.mode() and (served := self.served_data_dir()) is not None:
+                if served != self.data_dir:
+                    self._fail(f"the ZooKeeper of {served} holds the port", reason="port_in_use")
+                self.hosts_path.write_text(self.hosts + "\n")
                 return
             if time.monotonic() >= deadline:
                 self._fail(f"ZooKeeper not serving after {timeout:.1f}s", reason="timeout")

@@ -261,11 +261,13 @@ class ZooKeeperStorage(ZooKeeperReader):
         stamps = [e.timestamp_ms for e in write.instance_events]
         if event is not None:
             new_state["status"] = event.status.value
-            new_state["status_count"] += 1
+            new_state["status_count"] += 0 if event.coalesce else 1
             stamps.append(event.timestamp_ms)
         new_state["last_modified_ms"] = max([state["last_modified_ms"], *stamps])
         ops: list[Op] = [("set", self.paths.state(key), self._state_value(new_state), version)]
-        if event is not None:
+        if event is not None and event.coalesce:
+            ops += self._coalesce_ops(key, state["status_count"], event)
+        elif event is not None:
             ops.append(("create", self.paths.status_prefix(key), self._status_value(event), True))
         for chunk in self._chunk_values(write.instance_events):
             ops.append(("create", self.paths.events_prefix(key), chunk, True))
@@ -306,6 +308,23 @@ class ZooKeeperStorage(ZooKeeperReader):
         if isinstance(error, NoNodeError):
             raise NotFound(f"update {key} does not exist")
         raise Unavailable(f"write update {key}: {type(error).__name__}")
+
+    def _coalesce_ops(self, key: UpdateKey, count: int, event: StatusEvent) -> list[Op]:
+        """A bounded lapse: the last status event moves down one and `event` takes its place,
+        both rewritten in place. Status znodes are never deleted from an active update, so
+        event i is `s_<i>`; the state's version check makes the read and the writes one."""
+        if count < 2:
+            raise TransitionError(f"update {key}: nothing to coalesce a status event with")
+        prefix = self.paths.status_prefix(key)
+        last = f"{prefix}{count - 1:010d}"
+        try:
+            moved, _ = self.get(last)
+        except NoNodeError:
+            raise NotFound(f"update {key} has no status event {count - 1}") from None
+        return [
+            ("set", f"{prefix}{count - 2:010d}", moved, -1),
+            ("set", last, self._status_value(event), -1),
+        ]
 
     # -- updates: reads ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ def start_scheduler(
         "zookeeper.session_timeout_s": 4.0,
         "api.port": 0,
         "http.port": 0,
+        "driver.kind": "sim",
         "log.format": "console",
         "log.level": "warning",
     }

@@ -63,6 +63,7 @@ class SchedulerProcess:
             "PULSEGATE_DRIVER_SIM_ACTION_LOG": str(self.action_log),
             "PULSEGATE_DEBUG_SESSION_FILE": str(self.session_file),
             "PULSEGATE_LOG_FORMAT": "json",
+            "PULSEGATE_DRIVER_KIND": "sim",  # `--driver local` in args wins
             **self.extra_env,
         }
         argv = [

@@ -96,6 +96,7 @@ def test_diff(client: PulsegateClient) -> None:
     diff = client.diff(WEB, V2, 5, settings=Settings(update_only_these_instances=(Range(2, 4),)))
     assert [g.ranges for g in diff.add] == [(Range(4, 4),)]
     assert [(g.config, g.ranges) for g in diff.update] == [(V1, (Range(2, 3),))]
+    assert [(g.config, g.ranges) for g in diff.unchanged] == [(V1, (Range(0, 1),))]  # unscoped
     assert diff.remove == () and not diff.is_noop
     assert client.diff(WEB, V1, 4).is_noop
     with pytest.raises(InvalidRequest) as bad:

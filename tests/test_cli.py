@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from api import render
+from api import watch
 from api.cli import main
 from api.cli_heartbeat import CheckResult, command_check, http_check, run_monitor
 from api.views import HeartbeatResult
@@ -46,6 +46,7 @@ def logs_to_stderr(restore_logging: None) -> None:
 
 class Cli:
     def __init__(self, scheduler: Scheduler, capsys: pytest.CaptureFixture[str], tmp: Path):
+        self.scheduler = scheduler
         self.address = api_address(scheduler)
         self.capsys = capsys
         self.tmp = tmp
@@ -83,7 +84,8 @@ class Cli:
         return path
 
     def start(self, job: str, path: Path, *flags: str) -> UpdateKey:
-        code, out, err = self("update", "start", job, str(path), *flags)
+        """Start an update, creating the job if need be (`--create`)."""
+        code, out, err = self("update", "start", job, str(path), "--create", *flags)
         assert code == 0, err
         return UpdateKey.parse(KEY.findall(out)[-1])
 
@@ -168,8 +170,8 @@ def test_update_diff_start_wait_info(cli: Cli) -> None:
 
     done = cli.json("update", "wait", str(key))
     assert done["status"] == "ROLLED_FORWARD"
-    code, _, err = cli("update", "start", "www/prod/web", str(new))
-    assert code == 1 and "unchanged" in err
+    code, out, err = cli("update", "start", "www/prod/web", str(new))
+    assert (code, err) == (8, "") and "no change" in out and "nothing started" in out
 
 
 def test_scale_down(cli: Cli) -> None:
@@ -191,8 +193,9 @@ def test_a_failed_release_rolls_back_and_wait_exits_4(cli: Cli) -> None:
     bad = cli.file(version="bad", labels=NEVER_HEALTHY)
     code, out, _ = cli("update", "start", "www/prod/web", str(bad), "--wait", "--interval", "0.05")
     assert code == 4
-    assert "ROLLING_BACK" in out and out.splitlines()[-1].count("ROLLED_BACK") == 1
     key = UpdateKey.parse(KEY.findall(out)[0])
+    assert "ROLLING_BACK" in out and out.count(f"{key}: ROLLED_BACK") == 1
+    assert out.splitlines()[-1].startswith("instance 0 failed: health check never passed")
     assert cli("update", "wait", str(key))[0] == 4
     info = cli.json("update", "info", str(key))
     assert "INSTANCE_UPDATE_FAILED" in {e["action"] for e in info["instance_events"]}
@@ -373,7 +376,8 @@ def test_auth_errors_exit_6(
         cli = Cli(wait_serving(secured), capsys, tmp_path)
         path = cli.file()
         code, _, err = cli("job", "create", "www/prod/web", str(path))
-        assert code == 6 and err == "pulsegate: no token given\n"
+        fix = "pass --token TOKEN or set PULSEGATE_TOKEN"
+        assert code == 6 and err == f"pulsegate: no token given; {fix}\n"
         assert cli("job", "create", "www/prod/web", str(path), "--token", "wrong")[0] == 6
         monkeypatch.setenv("PULSEGATE_TOKEN", "s3cret")
         assert cli("job", "create", "www/prod/web", str(path))[0] == 0
@@ -385,7 +389,7 @@ def test_auth_errors_exit_6(
 def test_live_view_on_a_terminal(cli: Cli) -> None:
     key = cli.start("www/prod/web", cli.file(update="heartbeat_timeout_ms = 1000"))
     screen = Console(file=io.StringIO(), force_terminal=True, width=120)
-    with render.WaitDisplay(screen) as display:
+    with watch.WaitDisplay(screen) as display:
         assert display.live is not None
         display.show(cli.client.details(key))
     text = screen.file.getvalue()  # type: ignore[attr-defined]
@@ -467,7 +471,7 @@ class FakeClient:
         status = S.ROLLED_FORWARD if step is HeartbeatAnswer.FINISHED else S.ROLLING_FORWARD
         return HeartbeatResult(step, status)
 
-    def pause(self, key: UpdateKey, message: str = "") -> None:
+    def pause(self, key: UpdateKey, message: str = "", monitor: str | None = None) -> None:
         self.pauses.append(message)
 
 

@@ -116,6 +116,43 @@ def test_writes_append_events_and_change_desired_state(store) -> None:
     assert store.get_update(record.key).instance_events == tuple(events)  # nothing written
 
 
+def test_a_coalesced_status_event_rewrites_the_last_two_in_place(store) -> None:
+    """A flapping monitor's lapse past the cap: the last event moves down one and the new one
+    takes its place; the count of status events (the CAS token) does not change."""
+    store.create_job(Job.uniform(JOB, OLD, 3))
+    record = new_record(store, heartbeat_timeout_ms=1000)
+    store.start_update(record)
+    rolled = StatusEvent(S.ROLLING_FORWARD, 2000, "mon", "heartbeat received", Cause.HEARTBEAT)
+    lapsed = StatusEvent(
+        S.ROLL_FORWARD_AWAITING_PULSE, 3000, "pulsegate", "timed out", Cause.HEARTBEAT_TIMEOUT
+    )
+    resumed = StatusEvent(S.ROLLING_FORWARD, 3500, "mon", "heartbeat received", Cause.HEARTBEAT)
+    for n, event in enumerate((rolled, lapsed, resumed), start=1):
+        store.write(UpdateWrite.make(record.key, n, event))
+    again = StatusEvent(
+        S.ROLL_FORWARD_AWAITING_PULSE,
+        4500,
+        "pulsegate",
+        "timed out; 2",
+        Cause.HEARTBEAT_TIMEOUT,
+        count=2,
+        coalesce=True,
+    )
+    store.write(UpdateWrite.make(record.key, 4, again))
+    stored = store.get_update(record.key)
+    assert stored.status_events == (*record.status_events, rolled, resumed, again)
+    assert stored.status_events[-1].count == 2 and stored.status is again.status
+    [summary] = [s for s in store.summaries() if s.key == record.key]
+    assert summary.status is S.ROLL_FORWARD_AWAITING_PULSE and summary.last_modified_ms == 4500
+    back = StatusEvent(
+        S.ROLLING_FORWARD, 5000, "mon", "heartbeat received", Cause.HEARTBEAT, coalesce=True
+    )
+    store.write(UpdateWrite.make(record.key, 4, back))  # still 4: nothing was appended
+    assert store.get_update(record.key).status_events[-2:] == (again, back)
+    with pytest.raises(StaleWrite):
+        store.write(UpdateWrite.make(record.key, 5, lapsed))
+
+
 def test_instance_events_alone_are_not_written_twice(store) -> None:
     """A writer that missed its own landed write (outcome unknown) must not repeat it."""
     store.create_job(Job.uniform(JOB, OLD, 3))

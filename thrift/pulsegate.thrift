@@ -62,9 +62,11 @@ enum InstanceState {
   KILLING = 5
 }
 
-// A bearer token; leave it out when auth is off.
+// A bearer token; leave it out when auth is off. A health monitor also gives its name, so that
+// what it does (a pause) is recorded as the monitor's, not an operator's.
 struct Credentials {
-  1: optional string token
+  1: optional string token,
+  2: optional string monitor
 }
 
 struct JobKey {
@@ -231,7 +233,10 @@ struct SchedulerInfo {
   3: string role,                     // leader, follower, suspended
   4: optional string leaderId,
   5: optional string leaderAddress,   // host:port of the leader's API
-  6: bool serving
+  6: bool serving,
+  7: optional string httpAddress,     // host:port of this node's HTTP port (metrics, web UI)
+  8: optional string leaderHttpAddress,
+  9: optional string instanceLogDir   // local driver: where instance logs are, <dir>/<role>/<env>/<name>/<id>.log
 }
 
 struct HeartbeatResult {

@@ -1,5 +1,6 @@
 """What an update would change: the job's current desired configs against a requested config and
-instance count, optionally scoped to some instance ids (a canary)."""
+instance count, optionally scoped to some instance ids (a canary). As in Aurora, a current
+instance outside the scope is listed as unchanged: the update leaves it as it is."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def diff_job(
     """Compare `current` (id → desired config) with `instance_count` instances of `config`.
 
     A non-empty `scope` restricts the diff to those ids, each of which must exist in the current
-    or the requested job."""
+    or the requested job; the current ids outside it are unchanged."""
     proposed = range(instance_count)
     wanted: set[int] | None = None
     if scope:
@@ -80,6 +81,8 @@ def diff_job(
             changed.append(instance_id)
             old[instance_id] = existing
     removed = [i for i in current if i >= instance_count and (wanted is None or i in wanted)]
+    if wanted is not None:  # what the scope leaves out stays as it is
+        unchanged += [i for i in current if i not in wanted]
     for instance_id in removed:
         old[instance_id] = current[instance_id]
     return JobDiff(

@@ -1,4 +1,4 @@
-"""The planner: for one update, given what the driver observes, the pulse monitor and `now`,
+"""The planner: for one update, given what the driver observes, the pulse's verdict and `now`,
 decide the actions to take, the events to persist and the status transition, if any.
 
 `plan` and the command methods return a `Step` and change nothing; the service persists the
@@ -11,6 +11,11 @@ State transitions made here (all others come from operators through the command 
 - ROLLING_FORWARD → ROLL_FORWARD_PAUSED before each batch after the first (autoPauseAfterBatch);
 - ROLLING_FORWARD → ROLLING_BACK or FAILED, ROLLING_BACK → FAILED on too many failed instances;
 - ROLLING_X → ROLLED_FORWARD / ROLLED_BACK when every instance is done.
+
+Bounded lapses: an update records its first LAPSES_KEPT heartbeat lapses one by one. After that,
+while a monitor flaps (lapse, heartbeat, lapse, ...), each lapse or heartbeat resume is recorded
+in place of the event before the last, which moves down one: the update keeps one pair for all
+later lapses, the latest lapse and the latest resume, and the lapse event carries their count.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from collections.abc import Mapping
 import attrs
 
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
-from updater.errors import InvalidRequest, TransitionError
+from updater.errors import InvalidRequest, TransitionError, Unavailable
 from updater.evaluation import Outcome, evaluate_instance
 from updater.events import (
+    LAPSES_KEPT,
     SYSTEM_USER,
     Cause,
     InstanceEvent,
@@ -115,6 +121,7 @@ class UpdateRun:
         self.forward.replay(record.instance_events)
         self.backward: Progress | None = None
         self.auto_pauses = sum(1 for e in self.status_events if e.cause is Cause.AUTO_PAUSE)
+        self.lapses = sum(e.count for e in self.status_events if e.cause is Cause.HEARTBEAT_TIMEOUT)
         # Past the initial wait: it has moved on a heartbeat (or an operator) at least once.
         self._has_rolled = any(e.status.is_rolling for e in self.status_events)
         if any(e.status.is_backward for e in self.status_events):
@@ -176,10 +183,9 @@ class UpdateRun:
         if self.is_coordinated:
             if not pulse.is_tracked(self.key):
                 pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
-            lapsed = self._unrecorded_lapse(pulse)
-            if lapsed is not None:  # a late heartbeat renewed a lease that had ended
-                return Step(transition=self._timed_out(backward, lapsed))
-            check = pulse.check(self.key, now)
+            check = pulse.check(self.key, now, self._rolling_since())
+            if check.lapsed_ms is not None:  # a late heartbeat renewed a lease that had ended
+                return Step(transition=self._timed_out(backward, check.lapsed_ms))
             if check.gate is Gate.EXPIRED:
                 return Step(transition=self._timed_out(backward, now))
             if check.gate is Gate.HOLD:
@@ -276,26 +282,46 @@ class UpdateRun:
             cursor=starts.stop if starts else None,
         )
 
-    def _unrecorded_lapse(self, pulse: PulseMonitor) -> int | None:
-        """When a lease that ended while ROLLING_* still has to be recorded; None (and the note
-        dropped) once the status has moved since: recorded, paused, or rolled back later."""
-        lapsed = pulse.lapsed(self.key)
-        if lapsed is None:
-            return None
+    def _rolling_since(self) -> int | None:
+        """When the current ROLLING_* status began (None if not rolling): a lapse counts only
+        within this period, so one recorded or overtaken since is never recorded again."""
         last = self.status_events[-1]
-        if last.status.is_rolling and lapsed >= last.timestamp_ms:
-            return lapsed
-        pulse.clear_lapse(self.key)
-        return None
+        return last.timestamp_ms if last.status in ROLLING else None
 
     def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
-        return StatusEvent(
-            awaiting_pulse(backward),
-            at_ms,
-            SYSTEM_USER,
-            f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
-            Cause.HEARTBEAT_TIMEOUT,
+        return self._bounded(
+            StatusEvent(
+                awaiting_pulse(backward),
+                at_ms,
+                SYSTEM_USER,
+                f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
+                Cause.HEARTBEAT_TIMEOUT,
+            )
         )
+
+    def _bounded(self, event: StatusEvent) -> StatusEvent:
+        """A lapse or a heartbeat resume, coalesced once the update has recorded LAPSES_KEPT
+        lapses and its last two events are a lapse and a resume (see "Bounded lapses")."""
+        events = self.status_events
+        if self.lapses < LAPSES_KEPT or len(events) < 2:
+            return event
+        before, last = events[-2].cause, events[-1].cause
+        if event.cause is Cause.HEARTBEAT_TIMEOUT and (before, last) == (
+            Cause.HEARTBEAT_TIMEOUT,
+            Cause.HEARTBEAT,
+        ):
+            count = events[-2].count + 1
+            message = (
+                f"{event.message}; lapse {self.lapses + 1} of this update, "
+                f"the last {count} coalesced into this event"
+            )
+            return attrs.evolve(event, message=message, count=count, coalesce=True)
+        if event.cause is Cause.HEARTBEAT and (before, last) == (
+            Cause.HEARTBEAT,
+            Cause.HEARTBEAT_TIMEOUT,
+        ):
+            return attrs.evolve(event, coalesce=True)
+        return event
 
     def _completion(
         self, progress: Progress, backward: bool, now: int, failed: int | None = None
@@ -318,9 +344,14 @@ class UpdateRun:
             progress.cursor = step.cursor
         self.instance_event_count += len(step.instance_events)
         if step.transition is not None:
-            self.status_events.append(step.transition)
+            if step.transition.coalesce:  # the last event moves down one, over the one before
+                self.status_events[-2:] = [self.status_events[-1], step.transition]
+            else:
+                self.status_events.append(step.transition)
             if step.transition.cause is Cause.AUTO_PAUSE:
                 self.auto_pauses += 1
+            if step.transition.cause is Cause.HEARTBEAT_TIMEOUT:
+                self.lapses += 1
             if step.transition.status.is_rolling:
                 self._has_rolled = True
             if step.transition.status.is_backward and self.backward is None:
@@ -394,23 +425,23 @@ class UpdateRun:
         loop has something to record: the update may now leave *_AWAITING_PULSE, or this beat
         arrived after a lease that ended unrecorded (see `pulse_step`)."""
         # The hot path of the whole product: plain lookups, no property chains.
-        status = self.status_events[-1].status
+        last = self.status_events[-1]
+        status = last.status
         if status in TERMINAL:
             return HeartbeatAnswer.FINISHED, False
         if not self._timeout_ms:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
-        lapsed = False
-        if status in ROLLING:
-            end = pulse.lease_end(self.key)
-            if end is not None and end <= now:
-                pulse.note_lapse(self.key, end)
-                lapsed = True
-        pulse.beat_tracked(self.key, self._timeout_ms, now)
+        rolling_since = last.timestamp_ms if status in ROLLING else None
+        beaten = pulse.beat(self.key, now, rolling_since)
+        if beaten is None:  # no longer watched: it finished, or the leader dropped its memory
+            if self.status_events[-1].status in TERMINAL:
+                return HeartbeatAnswer.FINISHED, False
+            raise Unavailable(f"update {self.key} is not tracked by this leader now; retry")
         if status in PAUSED:
             return HeartbeatAnswer.PAUSED, False
-        return HeartbeatAnswer.OK, lapsed or (
+        return HeartbeatAnswer.OK, beaten.unrecorded_lapse(rolling_since) is not None or (
             status in AWAITING_PULSE and not self.is_held_for_operator
         )
 
@@ -424,13 +455,12 @@ class UpdateRun:
         if not self.is_coordinated or status.is_terminal:
             return None
         backward = status.is_backward
-        lapsed = self._unrecorded_lapse(pulse)
-        if lapsed is not None:
-            return Step(transition=self._timed_out(backward, lapsed))
-        if (
-            status.is_awaiting_pulse
-            and not self.is_held_for_operator
-            and pulse.is_fresh(self.key, now)
-        ):
-            return self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+        check = pulse.check(self.key, now, self._rolling_since())
+        if check.lapsed_ms is not None:
+            return Step(transition=self._timed_out(backward, check.lapsed_ms))
+        if status.is_awaiting_pulse and not self.is_held_for_operator and check.gate is Gate.FRESH:
+            step = self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+            if step is not None and step.transition is not None:
+                return Step(transition=self._bounded(step.transition))
+            return step
         return None

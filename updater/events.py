@@ -11,6 +11,9 @@ from updater.status import UpdateStatus
 
 SYSTEM_USER = "pulsegate"
 MAX_MESSAGE_CHARS = 1024
+# Heartbeat lapses an update records one by one; a flapping monitor's later lapses share one
+# event (with a count), so the status events of an update stay bounded.
+LAPSES_KEPT = 20
 
 
 class Cause(enum.Enum):
@@ -35,6 +38,11 @@ class StatusEvent:
     user: str
     message: str = ""
     cause: Cause = Cause.OPERATOR
+    count: int = 1  # a lapse event past LAPSES_KEPT stands for this many lapses
+    # A write instruction, never stored: this event takes the update's last place and the
+    # current last event moves down one, over the event before it (see `Bounded lapses` in
+    # updater.engine). The number of status events does not change.
+    coalesce: bool = attrs.field(default=False, eq=False)
 
 
 class InstanceAction(enum.IntEnum):

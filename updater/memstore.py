@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import attrs
+
 from updater.errors import (
     AlreadyExists,
     JobUpdating,
@@ -90,7 +92,12 @@ class MemoryStorage:
                 instances[instance_id] = config
         update.instance_events.extend(write.instance_events)
         if write.status_event is not None:
-            update.status_events.append(write.status_event)
+            event = write.status_event
+            if event.coalesce:  # a bounded lapse: the last event moves down one
+                stored = attrs.evolve(event, coalesce=False)
+                update.status_events[-2:] = [update.status_events[-1], stored]
+            else:
+                update.status_events.append(event)
             if write.status_event.status.is_terminal:
                 self.locks.pop(write.key.job, None)
         self.write_count += 1

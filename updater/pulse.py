@@ -1,18 +1,28 @@
-"""The pulse monitor: the leader's volatile memory of heartbeats (DESIGN §3).
+"""The pulse: the leader's volatile memory of heartbeats (DESIGN §3), and the policy that turns
+it into a verdict.
 
-Heartbeats are never persisted. For every coordinated update the monitor knows when it started
-watching (`since`: the update's start on this leader, or the leader's takeover) and the last
-heartbeat. The lease ends `timeout` after the last heartbeat, or after `since` if none has
-arrived; an update with no heartbeat is never fresh, but it is recorded as awaiting pulse only
-once its lease has ended, so a new leader gives monitors one full timeout to find it.
+Heartbeats are never persisted. Everything known about one coordinated update's heartbeats is
+one immutable `Pulse` record (when watching began, the last beat, a lapse not yet recorded, the
+timeout), replaced whole on every change; the lease and lapse rules are methods of the record,
+so the engine and the leader loop read a verdict and never combine fields themselves.
 
-Thread safety: `beat` and `note_lapse` are single dict operations, atomic under the GIL, so RPC
-threads may call them while the leader loop reads; everything else belongs to the leader loop.
+`PulseMonitor` holds the records behind one lock, as Aurora's PulseHandler does: RPC threads
+beat while the leader loop tracks, forgets, clears and reads, and no reader can see half a
+change (a record read is a whole record, or none). `updater` has no threads, so the service
+passes the lock in; without one the monitor serves a single thread (the pure tests).
+
+Leases are durations: when the service's wall clock steps, the monitor shifts every record by
+the step (the service passes the clock's offset in, as it does the lock), so a step never makes
+a heartbeat look fresh or stale, and lapse times stay on the clock that stamps the events.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol
 
 import attrs
 
@@ -37,92 +47,192 @@ class Gate(enum.Enum):
 class GateCheck:
     gate: Gate
     until_ms: int  # end of the current lease
+    # A lease that ended while the update was rolling and that a late heartbeat renewed before
+    # anyone recorded it: record *_AWAITING_PULSE at this time first (rule 2's audit trail).
+    lapsed_ms: int | None = None
+
+
+@attrs.frozen
+class Pulse:
+    """One update's heartbeat state. Issue 10's gates add here: the last beat per named
+    monitor and the last acknowledged batch, with the quorum rule in `is_fresh`."""
+
+    timeout_ms: int
+    since_ms: int  # watching since: the update's start on this leader, or the takeover
+    last_ms: int | None = None  # the last heartbeat
+    lapsed_ms: int | None = None  # see GateCheck.lapsed_ms
+
+    @property
+    def lease_end(self) -> int:
+        """`timeout` after the last heartbeat, or after `since` if none has arrived: an update
+        with no heartbeat is never fresh, but a new leader gives monitors one full timeout to
+        find it before recording it as awaiting pulse."""
+        return (self.since_ms if self.last_ms is None else self.last_ms) + self.timeout_ms
+
+    def is_fresh(self, now: int) -> bool:
+        return self.last_ms is not None and now - self.last_ms < self.timeout_ms
+
+    def unrecorded_lapse(self, rolling_since: int | None) -> int | None:
+        """The lapse to record, if one happened during the rolling period that began at
+        `rolling_since` (None: the update is not rolling, so there is nothing to record)."""
+        lapsed = self.lapsed_ms
+        if rolling_since is None or lapsed is None or lapsed <= rolling_since:
+            return None
+        return lapsed
+
+    def check(self, now: int, rolling_since: int | None = None) -> GateCheck:
+        """The verdict before any instance action."""
+        end = self.lease_end
+        lapsed = self.unrecorded_lapse(rolling_since)
+        if self.is_fresh(now):
+            return GateCheck(Gate.FRESH, end, lapsed)
+        return GateCheck(Gate.EXPIRED if now >= end else Gate.HOLD, end, lapsed)
+
+    def beaten(self, now: int, rolling_since: int | None) -> Pulse:
+        """This record after a heartbeat at `now`. A beat that arrives after the lease ended,
+        while the update was rolling, keeps the lease's end as a lapse to record: renewing
+        the lease must not erase the gap from the audit trail. The earliest unrecorded lapse
+        of a rolling period wins; one from an earlier period is stale and replaced."""
+        # The hot path of every heartbeat: plain reads, no property or method calls.
+        last, lapsed = self.last_ms, self.lapsed_ms
+        end = (self.since_ms if last is None else last) + self.timeout_ms
+        if (
+            rolling_since is not None
+            and rolling_since < end <= now
+            and (lapsed is None or lapsed <= rolling_since)
+        ):
+            lapsed = end
+        if last is None or now > last:
+            last = now
+        return Pulse(self.timeout_ms, self.since_ms, last, lapsed)
+
+    def shifted(self, delta_ms: int) -> Pulse:
+        """The same record on a clock that stepped by `delta_ms`: every age unchanged."""
+        last, lapsed = self.last_ms, self.lapsed_ms
+        return Pulse(
+            self.timeout_ms,
+            self.since_ms + delta_ms,
+            None if last is None else last + delta_ms,
+            None if lapsed is None else lapsed + delta_ms,
+        )
+
+
+class Lock(Protocol):
+    """What the monitor needs of a lock (a `threading.Lock` in the service)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> object: ...
 
 
 class PulseMonitor:
-    def __init__(self) -> None:
-        self._timeout: dict[UpdateKey, int] = {}
-        self._since: dict[UpdateKey, int] = {}
-        self._last: dict[UpdateKey, int] = {}
-        # Leases that ended unrecorded before a late heartbeat renewed them: key -> lease end.
-        self._lapsed: dict[UpdateKey, int] = {}
+    """Every coordinated update's `Pulse`, behind one lock. Every change is made under it; a
+    beat computes its record outside and swaps it in only if the record it started from is
+    still there (a forget or a clear in between wins). Reads take a whole record without it:
+    one dict lookup of an immutable value.
+
+    Threads: `beat` and the readers run on RPC threads and the leader loop; `track`, `forget`
+    and `clear` on the leader loop. A beat never starts tracking: an update that finished or
+    was dropped meanwhile is not brought back, and an update being reloaded (removed from the
+    run table, not from here) keeps its heartbeats."""
+
+    def __init__(
+        self, lock: Lock | None = None, clock_offset: Callable[[], int] | None = None
+    ) -> None:
+        """`clock_offset`: the service clock's wall offset, which changes when the wall clock
+        steps (None: a clock that never steps)."""
+        self._lock: Lock = lock if lock is not None else contextlib.nullcontext()
+        self._pulses: dict[UpdateKey, Pulse] = {}
+        self._clock_offset = clock_offset
+        self._offset = clock_offset() if clock_offset is not None else 0
+
+    def _follow_steps(self) -> None:
+        """Shift every record by a wall-clock step since the last call (under the lock)."""
+        if self._clock_offset is None:
+            return
+        offset = self._clock_offset()
+        if offset != self._offset:
+            delta, self._offset = offset - self._offset, offset
+            self._pulses = {key: p.shifted(delta) for key, p in self._pulses.items()}
+
+    # -- the leader loop -------------------------------------------------------------------
 
     def track(self, key: UpdateKey, timeout_ms: int, since_ms: int) -> None:
         """Start watching a coordinated update. Keeps an earlier heartbeat if there was one."""
-        self._timeout[key] = timeout_ms
-        self._since.setdefault(key, since_ms)
+        with self._lock:
+            self._follow_steps()
+            found = self._pulses.get(key)
+            if found is None:
+                self._pulses[key] = Pulse(timeout_ms, since_ms)
+            elif found.timeout_ms != timeout_ms:
+                self._pulses[key] = attrs.evolve(found, timeout_ms=timeout_ms)
 
     def forget(self, key: UpdateKey) -> None:
-        self._timeout.pop(key, None)
-        self._since.pop(key, None)
-        self._last.pop(key, None)
-        self._lapsed.pop(key, None)
+        with self._lock:
+            self._pulses.pop(key, None)
 
     def clear(self) -> None:
         """Drop all memory, as a leader does when it loses its session."""
-        self._timeout.clear()
-        self._since.clear()
-        self._last.clear()
-        self._lapsed.clear()
+        with self._lock:
+            self._pulses.clear()
 
-    def beat_tracked(self, key: UpdateKey, timeout_ms: int, now: int) -> None:
-        """`beat`, tracking the update first if it is not yet (since `now`)."""
-        last = self._last.get(key)
-        if last is None:
-            if key not in self._timeout:
-                self.track(key, timeout_ms, now)
-            self._last[key] = now
-        elif now > last:
-            self._last[key] = now
+    # -- any thread ------------------------------------------------------------------------
 
-    def note_lapse(self, key: UpdateKey, at_ms: int) -> None:
-        """Remember that the lease ended at `at_ms` before anyone recorded it: the heartbeat about
-        to renew it must not erase the gap from the audit trail (DESIGN §3 rule 2)."""
-        self._lapsed.setdefault(key, at_ms)
+    def beat(self, key: UpdateKey, now: int, rolling_since: int | None = None) -> Pulse | None:
+        """Record a heartbeat; the record after it, or None if the update is not tracked.
+        `rolling_since`: when the update's current rolling status began (None if it is not
+        rolling), for the lapse rule (`Pulse.beaten`)."""
+        self._check_offset()
+        while True:  # the record is computed outside the lock and swapped in if unchanged
+            found = self._pulses.get(key)
+            if found is None:
+                return None
+            beaten = found.beaten(now, rolling_since)
+            with self._lock:
+                if self._pulses.get(key) is found:
+                    self._pulses[key] = beaten
+                    return beaten
 
-    def lapsed(self, key: UpdateKey) -> int | None:
-        return self._lapsed.get(key)
+    def get(self, key: UpdateKey) -> Pulse | None:
+        self._check_offset()
+        return self._pulses.get(key)
 
-    def clear_lapse(self, key: UpdateKey) -> None:
-        self._lapsed.pop(key, None)
+    def _check_offset(self) -> None:
+        source = self._clock_offset
+        if source is not None and source() != self._offset:
+            with self._lock:
+                self._follow_steps()
 
     def is_tracked(self, key: UpdateKey) -> bool:
-        return key in self._timeout
+        return self.get(key) is not None
 
-    def beat(self, key: UpdateKey, now: int) -> None:
-        last = self._last.get(key)
-        if last is None or now > last:
-            self._last[key] = now
-
-    def last_beat(self, key: UpdateKey) -> int | None:
-        return self._last.get(key)
-
-    def age_ms(self, key: UpdateKey, now: int) -> int | None:
-        last = self._last.get(key)
-        return None if last is None else max(0, now - last)
+    def check(self, key: UpdateKey, now: int, rolling_since: int | None = None) -> GateCheck:
+        """The gate before any instance action; an untracked update is expired."""
+        found = self.get(key)
+        return GateCheck(Gate.EXPIRED, now) if found is None else found.check(now, rolling_since)
 
     def is_fresh(self, key: UpdateKey, now: int) -> bool:
-        last = self._last.get(key)
-        timeout = self._timeout.get(key)
-        return last is not None and timeout is not None and now - last < timeout
+        found = self.get(key)
+        return found is not None and found.is_fresh(now)
 
     def lease_end(self, key: UpdateKey) -> int | None:
-        timeout = self._timeout.get(key)
-        if timeout is None:
-            return None
-        last = self._last.get(key)
-        return (last if last is not None else self._since[key]) + timeout
+        found = self.get(key)
+        return None if found is None else found.lease_end
 
-    def check(self, key: UpdateKey, now: int) -> GateCheck:
-        """The gate before any instance action."""
-        end = self.lease_end(key)
-        if end is None:
-            return GateCheck(Gate.EXPIRED, now)
-        if self.is_fresh(key, now):
-            return GateCheck(Gate.FRESH, end)
-        if now >= end:
-            return GateCheck(Gate.EXPIRED, end)
-        return GateCheck(Gate.HOLD, end)
+    def last_beat(self, key: UpdateKey) -> int | None:
+        found = self.get(key)
+        return None if found is None else found.last_ms
+
+    def age_ms(self, key: UpdateKey, now: int) -> int | None:
+        last = self.last_beat(key)
+        return None if last is None else max(0, now - last)
 
     def tracked(self) -> list[UpdateKey]:
-        return list(self._timeout)
+        with self._lock:
+            return list(self._pulses)

@@ -4,7 +4,11 @@ in-memory store (`updater.memstore`) and the ZooKeeper store both pass the same 
 Atomicity: `start_update` creates the update and takes the job's active-update lock together;
 `write` appends status and instance events, changes instance desired configs and, on a terminal
 status, releases the lock, all or nothing. Writes are compare-and-set on the number of status
-events the writer has seen, so two writers can never both extend an update."""
+events the writer has seen, so two writers can never both extend an update.
+
+A status event marked `coalesce` (a flapping monitor's lapse past the cap) is not appended: it
+takes the last place and the last event moves down one, over the event before it, so the
+number of status events stays the same."""
 
 from __future__ import annotations
 

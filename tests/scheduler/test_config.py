@@ -43,8 +43,8 @@ def test_defaults() -> None:
     assert (config.api_port, config.http_port, config.driver, config.log_format) == (
         7070,
         7071,
-        "sim",
-        "json",
+        "local",
+        "auto",
     )
     assert config.auth_principals == ()
     assert config.zk_embedded
@@ -337,7 +337,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "zookeeper.session_timeout_s",
             "must be a number",
         ),
-        ("PULSEGATE_LOG_FORMAT", "xml", "log.format", "must be one of json, console"),
+        ("PULSEGATE_LOG_FORMAT", "xml", "log.format", "must be one of auto, json, console"),
         ("PULSEGATE_AUTH_PRINCIPALS", "[", "auth.principals", "must be a JSON array"),
         ("PULSEGATE_AUTH_PRINCIPALS", "{}", "auth.principals", "must be an array"),
         (

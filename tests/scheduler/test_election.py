@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -9,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss
+from kazoo.protocol.serialization import Create
 
 from scheduler.election import Leadership, Role
 from scheduler.fencing import NotLeader
-from scheduler.paths import Paths
+from scheduler.paths import Paths, election_sequence
 from scheduler.zkserver import EmbeddedZooKeeper
 from scheduler.zkstore import ZooKeeperStorage
 from updater.events import InstanceAction, InstanceEvent
@@ -59,7 +63,7 @@ def test_first_leads_second_follows_and_takes_over_on_release(pair: list[Leaders
     wait_until(lambda: b._node is not None)
     assert a.role is Role.LEADER and a.epoch == 1
     assert b.role is Role.FOLLOWER and not b.is_acting()
-    assert a.node().startswith(a.paths.election_prefix)
+    assert a.node().startswith(f"{a.paths.election}/")
     with pytest.raises(NotLeader):
         b.node()
     assert b.leader_identity()["id"] == "a"
@@ -164,7 +168,7 @@ def test_a_follower_keeps_one_watcher_on_its_predecessor(
     for _ in range(200):  # 200 seconds of a follower's life
         follower._step()
     assert follower.role is Role.FOLLOWER
-    children = sorted(follower.client.get_children(follower.paths.election))
+    children = sorted(follower.client.get_children(follower.paths.election), key=election_sequence)
     mine = children.index(follower._node.rsplit("/", 1)[1])
     predecessor = f"{follower.paths.election}/{children[mine - 1]}"
     assert len(follower.client._data_watchers[predecessor]) == 1
@@ -227,3 +231,103 @@ def test_not_acting_on_a_new_session_before_the_election_thread_notices(
     leadership._lost = True
     leadership._step()  # demoted, contends again with a new node, and leads a new term
     assert leadership.is_acting() and leadership.epoch == 2
+
+
+# -- a create the server applied, whose reply never came back ----------------------------------
+
+
+def lose_election_create_replies(
+    client: KazooClient, count: int = 1, drop: bool = False
+) -> list[str]:
+    """The client's next `count` creates of an election node reach the server and are applied,
+    but the caller gets ConnectionLoss, as when the connection breaks after the server applied
+    the request. Injected where kazoo hands requests to its connection (`_call`), so every
+    layer above it, `create` and `create_async` alike, sees what a real network loss gives;
+    `drop` also breaks the TCP connection then (SUSPENDED, then the same session again).
+    Returns the paths the server created."""
+    real = client._call
+    applied: list[str] = []
+
+    def call(request: object, async_object: object) -> object:
+        if isinstance(request, Create) and "/election/" in request.path and count > len(applied):
+            reply = client.handler.async_result()
+
+            def lost(result: object) -> None:
+                applied.append(result.get())  # type: ignore[attr-defined]
+                if drop:
+                    with contextlib.suppress(OSError, AttributeError):
+                        client._connection._socket.shutdown(socket.SHUT_RDWR)
+                async_object.set_exception(ConnectionLoss("reply lost"))  # type: ignore[attr-defined]
+
+            reply.rawlink(lost)
+            return real(request, reply)
+        return real(request, async_object)
+
+    client._call = call  # type: ignore[method-assign]
+    return applied
+
+
+@pytest.fixture
+def driven_pair(zk_server: EmbeddedZooKeeper, paths: Paths) -> Iterator[list[Leadership]]:
+    """Two leaderships whose steps the test runs itself, in the order it chooses."""
+    made = []
+    for name in ("a", "b"):
+        leadership = Leadership(client_for(zk_server.hosts), paths, {"id": name})
+        leadership._connected = leadership.client.connected
+        made.append(leadership)
+    yield made
+    for leadership in made:
+        leadership.stop()
+        leadership.client.stop()
+        leadership.client.close()
+
+
+def test_a_lost_create_reply_leaves_no_second_node_and_someone_leads(
+    driven_pair: list[Leadership],
+) -> None:
+    a, b = driven_pair
+    applied = lose_election_create_replies(a.client)
+    with pytest.raises(ConnectionLoss):
+        a._step()  # the server made a's node; a never heard of it
+    assert len(applied) == 1
+    b._step()  # b contends behind a's node: a follower
+    assert b.role is Role.FOLLOWER
+    a._step()  # a tries again
+    b._step()
+    children = a.client.get_children(a.paths.election)
+    assert len(children) == 2, f"one node per contender, got {sorted(children)}"
+    assert a.is_acting() and a.node() == applied[0]
+    assert not b.is_acting()
+    a.stop()  # and the order still works: b takes over when a's node goes
+    b._step()
+    assert b.is_acting()
+
+
+def test_with_election_threads_a_leader_is_elected_after_a_lost_create_reply(
+    zk_server: EmbeddedZooKeeper, paths: Paths
+) -> None:
+    a = Leadership(client_for(zk_server.hosts), paths, {"id": "a"})
+    b = Leadership(client_for(zk_server.hosts), paths, {"id": "b"})
+    session = a.client.client_id
+    states: list[str] = []
+    a.client.add_listener(states.append)
+    applied = lose_election_create_replies(a.client, drop=True)
+    try:
+        a.start()
+        wait_until(lambda: applied, message="a's first create did not reach the server")
+        b.start()
+        wait_until(
+            lambda: a.is_acting() or b.is_acting(),
+            timeout=15,
+            message="nobody leads",
+        )
+        wait_until(lambda: b._node is not None, message="b has no election node")
+        assert len(a.client.get_children(paths.election)) == 2
+        assert a.is_acting() and a.node() == applied[0]
+        assert "SUSPENDED" in states  # the connection broke...
+        assert a.client.client_id == session  # ...and the session did not
+    finally:
+        for leadership in (a, b):
+            leadership.stop()
+            leadership.client.stop()
+            leadership.client.close()

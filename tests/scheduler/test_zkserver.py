@@ -163,7 +163,20 @@ def test_missing_java_says_how_to_install(tmp_path: Path) -> None:
     assert raised.value.reason == "missing_java"
 
 
-def test_port_in_use_fails_with_the_log_tail(tmp_path: Path) -> None:
+def test_a_port_in_use_is_refused_before_the_jvm_starts(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = EmbeddedZooKeeper(tmp_path, port=port)
+        with pytest.raises(ZooKeeperStartError, match=f"port {port} .* already in use") as raised:
+            server.start(timeout=20)
+    assert raised.value.reason == "port_in_use"
+    assert server.pid is None
+
+
+def test_a_bind_failure_of_the_jvm_fails_with_the_log_tail(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("scheduler.zkserver.is_port_free", lambda host, port: True)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -173,6 +186,42 @@ def test_port_in_use_fails_with_the_log_tail(tmp_path: Path) -> None:
     assert raised.value.reason == "exited"
     assert server.pid is not None
     assert not is_alive(server.pid)
+
+
+def test_a_relative_data_dir_works(tmp_path: Path, monkeypatch) -> None:
+    """The quickstart's relative state dir: the JVM runs in the data dir, so every path it is
+    given must be absolute."""
+    monkeypatch.chdir(tmp_path)
+    server = EmbeddedZooKeeper(Path("var/quickstart/zookeeper"))
+    with server:
+        assert server.mode() == "standalone"
+        assert server.data_dir == tmp_path / "var/quickstart/zookeeper"
+
+
+def test_a_second_server_on_a_running_servers_port_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """It used to take the first server's answer for its own and "start", silently sharing it."""
+    first = EmbeddedZooKeeper(tmp_path / "first")
+    with first:
+        second = EmbeddedZooKeeper(tmp_path / "second", port=first.port)
+        with pytest.raises(ZooKeeperStartError, match="already in use") as raised:
+            second.start(timeout=20)
+        assert raised.value.reason == "port_in_use"
+        # Past the check (a race with another server binding the port): the answer on the
+        # port comes from the first server's data dir, so the second still does not pass.
+        monkeypatch.setattr("scheduler.zkserver.is_port_free", lambda host, port: True)
+        with pytest.raises(ZooKeeperStartError) as raised:
+            second.start(timeout=20)
+        assert raised.value.reason in ("port_in_use", "exited"), raised.value
+        assert second.pid is not None and not is_alive(second.pid)
+        assert first.mode() == "standalone"
+
+
+def test_the_hosts_file_names_the_port_and_a_restart_takes_it_again(tmp_path: Path) -> None:
+    first = EmbeddedZooKeeper(tmp_path)
+    with first:
+        assert (tmp_path / "hosts").read_text() == f"{first.hosts}\n"
+    again = EmbeddedZooKeeper(tmp_path)  # no port given: the data dir's last one, being free
+    assert again.port == first.port
 
 
 def test_no_jvm_left_after_stop_or_kill(tmp_path: Path) -> None:

@@ -48,6 +48,22 @@ def test_noop() -> None:
 def test_scope_restricts_the_diff() -> None:
     d = diff_job(current(5), NEW, 8, (Range(1, 2), Range(6, 6)))
     assert (d.added, d.changed, d.removed) == ((Range(6, 6),), (Range(1, 2),), ())
+    # As in Aurora (and docs/api.md): current instances outside the scope are unchanged.
+    assert d.unchanged == (Range(0, 0), Range(3, 4))
+    assert [(g.config, g.ranges) for g in d.old] == [(OLD, (Range(1, 2),))]  # replaced: 1-2
+
+
+def test_a_scoped_shrink_leaves_the_instances_outside_it_unchanged() -> None:
+    d = diff_job(current(6), NEW, 2, (Range(4, 4),))
+    assert (d.added, d.changed, d.removed, d.unchanged) == (
+        (),
+        (),
+        (Range(4, 4),),
+        (
+            Range(0, 3),
+            Range(5, 5),
+        ),
+    )
 
 
 def test_scope_with_unknown_ids_is_refused() -> None:
@@ -106,3 +122,13 @@ def test_forward_order_is_added_changed_removed() -> None:
     )
     # 4 is added, 1-3 changed, 5 removed; 0 out of scope.
     assert record.definition.forward_order() == [4, 1, 2, 3, 5]
+
+
+@given(st.integers(0, 12), st.integers(0, 12), st.lists(st.integers(0, 12), max_size=6))
+def test_every_current_instance_is_in_exactly_one_list(have: int, want: int, scope) -> None:
+    known = set(range(have)) | set(range(want))
+    ranges = to_ranges(i for i in scope if i in known)
+    d = diff_job(current(have), NEW, want, ranges)
+    lists = [set(to_ids(r)) for r in (d.added, d.changed, d.removed, d.unchanged)]
+    assert sum(len(ids) for ids in lists) == len(set().union(*lists))  # disjoint
+    assert set().union(*lists[1:]) == set(range(have))  # every current id, once
