@@ -165,6 +165,7 @@ class World:
             {i: ObservedInstance(i, St.HEALTHY, OLD, 0) for i in range(COUNT)}
         )
         self.memory = RunTable()
+        self.parked = ParkedInstances(self.driver)  # in flight at a failover, until acted on
         record, _ = plan_update(
             UpdateRequest(JOB, NEW, COUNT, settings), self.store.get_job(JOB), "u", "op", "", 0
         )
@@ -185,7 +186,7 @@ class World:
             memo[id(update)] = _clone(update, memo)
         for instances in self.store.jobs.values():
             memo[id(instances)] = dict(instances)
-        for part in (self.memory, self.store, self.driver, self.clock):
+        for part in (self.memory, self.store, self.driver, self.clock, self.parked):
             memo[id(part)] = _clone(part, memo)
         return _clone(self, memo)
 
@@ -204,7 +205,7 @@ class World:
             METRICS,
             self.memory,
             DISCARD,
-            ParkedInstances(self.driver),
+            self.parked,
             lambda: True,
         )
 
@@ -216,7 +217,7 @@ class World:
             METRICS,
             self.memory,
             DISCARD,
-            ParkedInstances(self.driver),
+            self.parked,
             lambda acting: None,
         )
 
@@ -396,8 +397,8 @@ def check_state(world: World) -> None:
         if before.status.is_paused:
             assert after.cause is Cause.OPERATOR, "a pause ended without an operator"
     if terminal:  # terminal is final: every command is refused or a no-op
+        after = world.copy()
         for verb in ("pause", "resume", "abort", "rollback"):
-            after = world.copy()
             with contextlib.suppress(PulsegateError):
                 after.commands().update(world.key, verb, "op", "")
             assert after.status() is statuses[-1], f"{verb} changed a finished update"
