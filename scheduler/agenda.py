@@ -5,6 +5,10 @@ heartbeat unblocks an update); only the loop's thread takes it, a whole turn's w
 Timers are kept one per update, the earliest: planning an update again recomputes its next
 wake-up, so a later one would only be a spurious turn, and a heap that grew by one entry per
 step would grow without bound on a busy update.
+
+Timers are due times on the service clock, which follows wall-clock steps. When the clock's
+offset changes, every timer moves by the same step (as the pulse's leases do), so a lapse timer
+still fires when its lease ends: a step back would otherwise record the lapse late by the step.
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ class Agenda:
     """Thread-safe: every method takes the one condition's lock, and none blocks inside it
     except `wait`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_offset: Callable[[], int] | None = None) -> None:
+        """`clock_offset`: the service clock's wall offset (None: a clock that never steps)."""
+        self._clock_offset = clock_offset
+        self._offset = clock_offset() if clock_offset is not None else 0
         self._cv = threading.Condition()
         self._work = Work()
         self._timers: list[tuple[int, int, UpdateKey | None]] = []
@@ -108,6 +115,7 @@ class Agenda:
     def wait(self, now: int, longest_s: float = 1.0) -> None:
         """Until work arrives, the next timer is due, `longest_s` passes, or a stop."""
         with self._cv:
+            self._follow_step()
             work = self._work
             if self._stopping or work.commands or work.dirty or work.unblock:
                 return
@@ -120,6 +128,7 @@ class Agenda:
     def take(self, now: int) -> Work:
         """Everything due by `now`: timers that are due mark their updates dirty."""
         with self._cv:
+            self._follow_step()
             while self._timers and self._timers[0][0] <= now:
                 at, _, key = heapq.heappop(self._timers)
                 if self._wake_at.get(key) == at:
@@ -128,6 +137,18 @@ class Agenda:
                     self._work.dirty.add(key)
             work, self._work = self._work, Work()
             return work
+
+    def _follow_step(self) -> None:
+        """Move every timer by the clock's step since the last look (lock held). A uniform
+        shift keeps the heap's order."""
+        if self._clock_offset is None:
+            return
+        offset = self._clock_offset()
+        if offset == self._offset:
+            return
+        delta, self._offset = offset - self._offset, offset
+        self._timers = [(at + delta, seq, key) for at, seq, key in self._timers]
+        self._wake_at = {key: at + delta for key, at in self._wake_at.items()}
 
     def take_unblock(self) -> dict[UpdateKey, str]:
         with self._cv:

@@ -86,7 +86,7 @@ class LeaderLoop:
         self.runs = self.memory.runs
         self.hot = self.memory.hot
         self.by_job = self.memory.by_job
-        self.agenda = Agenda()
+        self.agenda = Agenda(offset_source(clock))
         self.parked = ParkedInstances(driver)
         self.applier = StepApplier(
             store, driver, clock, metrics, self.memory, self.agenda, self.parked, self._is_acting

@@ -82,3 +82,24 @@ def test_a_step_forward_does_not_make_a_fresh_heartbeat_stale() -> None:
 
 def test_clocks_that_never_step_have_no_offset_to_follow() -> None:
     assert offset_source(FakeClock()) is None
+
+
+def test_a_lapse_timer_fires_when_its_lease_ends_across_a_step_back() -> None:
+    """The agenda's due times move with the clock's steps, as the pulse's leases do: a step back
+    must not hold a lapse timer for an extra hour (nor a step forward fire it early)."""
+    from scheduler.agenda import Agenda
+
+    time = Sources()
+    clock = time.clock()
+    agenda = Agenda(offset_source(clock))
+    agenda.schedule(clock.now() + TIMEOUT, KEY)
+    time.run(WALL_CHECK_MS)
+    time.step(-HOUR)
+    time.run(TIMEOUT - WALL_CHECK_MS)  # the lease's real length has passed
+    assert KEY in agenda.take(clock.now()).dirty
+    agenda.schedule(clock.now() + TIMEOUT, KEY)
+    time.step(HOUR)
+    time.run(WALL_CHECK_MS)
+    assert KEY not in agenda.take(clock.now()).dirty  # a step forward is not time passing
+    time.run(TIMEOUT - WALL_CHECK_MS)
+    assert KEY in agenda.take(clock.now()).dirty
