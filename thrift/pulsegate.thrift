@@ -47,6 +47,13 @@ enum HeartbeatResume {
   OPERATOR = 2
 }
 
+// What the leader does once an update has awaited pulse for maxBlockedMs (DESIGN rule 14).
+enum OnBlocked {
+  PAUSE = 1,
+  ABORT = 2,
+  ROLL_BACK = 3
+}
+
 enum HealthCheckKind {
   HTTP = 1,
   TCP = 2,
@@ -125,7 +132,12 @@ struct JobUpdateSettings {
   6: optional bool rollbackOnFailure,
   7: optional list<Range> updateOnlyTheseInstances,
   8: optional i32 heartbeatTimeoutMs,
-  9: optional HeartbeatResume heartbeatResume
+  9: optional HeartbeatResume heartbeatResume,
+  10: optional i32 heartbeatQuorum,           // distinct fresh monitors needed (rule 12), >= 1
+  11: optional list<string> heartbeatMonitors, // names that count; empty or absent: any
+  12: optional bool heartbeatAckBatches,      // batch b+1 waits for an ack of batch b (rule 13)
+  13: optional i32 maxBlockedMs,              // act after awaiting pulse this long; 0: never
+  14: optional OnBlocked onBlocked             // default PAUSE
 }
 
 struct Metadata {
