@@ -54,7 +54,8 @@ class Simulation:
         self.events += len(record.status_events)
         run = UpdateRun(record)
         if run.is_coordinated:
-            self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, self.clock.now())
+            s = run.settings
+            self.pulse.track(run.key, s.heartbeat_timeout_ms, self.clock.now(), s.heartbeat_quorum)
         self.runs[run.key] = run
         return run
 

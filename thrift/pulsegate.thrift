@@ -167,7 +167,7 @@ struct JobUpdateEvent {
   2: i64 timestampMs,
   3: string user,
   4: string message,
-  5: optional string cause            // start, operator, heartbeat, heartbeat_timeout, auto_pause, failure, complete, error
+  5: optional string cause            // start, operator, heartbeat, heartbeat_timeout, auto_pause, ack_wait, blocked, failure, complete, error
 }
 
 struct JobInstanceUpdateEvent {

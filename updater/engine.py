@@ -9,6 +9,11 @@ State transitions made here (all others come from operators through the command 
 - ROLLING_X → X_AWAITING_PULSE when the heartbeat lease ends (coordinated updates);
 - X_AWAITING_PULSE → ROLLING_X on a heartbeat (unless held for an operator, DESIGN §3 rule 3);
 - ROLLING_FORWARD → ROLL_FORWARD_PAUSED before each batch after the first (autoPauseAfterBatch);
+- ROLLING_FORWARD → ROLL_FORWARD_AWAITING_PULSE before batch b+1 until batch b is acknowledged
+  by a quorum of fresh monitors (heartbeatAckBatches, rule 13), and back on the ack;
+- X_AWAITING_PULSE → X_PAUSED, ABORTED or ROLLING_BACK once blocked for maxBlockedMs, counted
+  from the persisted event that blocked it (onBlocked, rule 14; during a rollback ROLL_BACK
+  pauses, since the update is already going back);
 - ROLLING_FORWARD → ROLLING_BACK or FAILED, ROLLING_BACK → FAILED on too many failed instances;
 - ROLLING_X → ROLLED_FORWARD / ROLLED_BACK when every instance is done.
 
@@ -38,9 +43,10 @@ from updater.events import (
     succeeded_action,
     working_action,
 )
+from updater.gate import ack_needed, current_batch, on_blocked_event
 from updater.keys import UpdateKey
 from updater.progress import Progress, Stage
-from updater.pulse import Gate, HeartbeatAnswer, PulseMonitor
+from updater.pulse import ANONYMOUS, Gate, HeartbeatAnswer, PulseMonitor
 from updater.record import UpdateDefinition, UpdateRecord
 from updater.settings import HeartbeatResume, Settings
 from updater.status import (
@@ -149,11 +155,41 @@ class UpdateRun:
         """Blocked after heartbeats were lost, with `heartbeatResume = OPERATOR`: awaiting pulse
         after the initial wait, however it got there (a timeout, or a pause resumed while the
         monitor was silent), so pause-then-resume cannot launder a lost monitor back in."""
+        last = self.status_events[-1]
         return (
             self.settings.heartbeat_resume is HeartbeatResume.OPERATOR
             and self._has_rolled
-            and self.status_events[-1].status.is_awaiting_pulse
+            and last.status.is_awaiting_pulse
+            and last.cause is not Cause.ACK_WAIT
         )
+
+    def current_batch(self) -> tuple[int, list[int]] | None:
+        """The batch a monitor should verify, numbered from 1, and its instance ids."""
+        return current_batch(self.progress)
+
+    def ack_needed(self) -> int | None:
+        """The batch whose acknowledgement the next batch waits for, if it is due (rule 13)."""
+        return ack_needed(self.progress, self.settings)
+
+    def is_ack_pending(self, pulse: PulseMonitor, now: int) -> bool:
+        batch = self.ack_needed()
+        if batch is None:
+            return False
+        found = pulse.get(self.key)
+        return found is None or not found.is_acked(batch, now)
+
+    def blocked_since(self) -> int | None:
+        """When the persisted event that blocked the update was recorded, if it awaits pulse."""
+        last = self.status_events[-1]
+        return last.timestamp_ms if last.status.is_awaiting_pulse else None
+
+    def on_blocked_at(self) -> int | None:
+        """When onBlocked fires (rule 14): None if the update is not blocked or has no bound.
+        Counted from storage, so a failover neither resets nor extends it."""
+        since = self.blocked_since()
+        if since is None or not self.settings.max_blocked_ms:
+            return None
+        return since + self.settings.max_blocked_ms
 
     def target(self, instance_id: int, backward: bool) -> TaskConfig | None:
         """The config an instance should end up with in a direction (None: removed)."""
@@ -173,6 +209,8 @@ class UpdateRun:
     def plan(self, observed: Mapping[int, ObservedInstance], pulse: PulseMonitor, now: int) -> Step:
         """The next step of a rolling update; an empty step for any other status."""
         status = self.status
+        if status.is_awaiting_pulse:
+            return self._bounded_block(now)
         if not status.is_rolling:
             return EMPTY_STEP
         backward = status.is_backward
@@ -182,12 +220,12 @@ class UpdateRun:
         wake: int | None = None
         if self.is_coordinated:
             if not pulse.is_tracked(self.key):
-                pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
+                pulse.track(self.key, self._timeout_ms, now, self.settings.heartbeat_quorum)
             check = pulse.check(self.key, now, self._rolling_since())
             if check.lapsed_ms is not None:  # a late heartbeat renewed a lease that had ended
-                return Step(transition=self._timed_out(backward, check.lapsed_ms))
+                return Step(transition=self._timed_out(backward, check.lapsed_ms, pulse))
             if check.gate is Gate.EXPIRED:
-                return Step(transition=self._timed_out(backward, now))
+                return Step(transition=self._timed_out(backward, now, pulse))
             if check.gate is Gate.HOLD:
                 return Step(wake_at_ms=check.until_ms)
             wake = check.until_ms
@@ -264,6 +302,21 @@ class UpdateRun:
                     instance_events=tuple(events),
                     stages=tuple(stages),
                 )
+        if starts and schedule.is_batched and not backward and settings.heartbeat_ack_batches:
+            batch = schedule.batch_of(progress.cursor)  # 1-based number of the batch just done
+            record = pulse.get(self.key)
+            if batch >= 1 and (record is None or not record.is_acked(batch, now)):
+                return Step(
+                    transition=StatusEvent(
+                        S.ROLL_FORWARD_AWAITING_PULSE,
+                        now,
+                        SYSTEM_USER,
+                        f"waiting for batch {batch} to be acknowledged",
+                        Cause.ACK_WAIT,
+                    ),
+                    instance_events=tuple(events),
+                    stages=tuple(stages),
+                )
         started = working_action(backward)
         for index in starts:
             instance_id = progress.order[index]
@@ -288,16 +341,34 @@ class UpdateRun:
         last = self.status_events[-1]
         return last.timestamp_ms if last.status in ROLLING else None
 
-    def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
+    def _timed_out(self, backward: bool, at_ms: int, pulse: PulseMonitor) -> StatusEvent:
+        timeout, quorum = self.settings.heartbeat_timeout_ms, self.settings.heartbeat_quorum
+        message = f"heartbeats timed out (none for {timeout} ms)"
+        record = pulse.get(self.key)
+        if quorum > 1 and record is not None:
+            fresh = record.fresh_names(at_ms)
+            message = (
+                f"heartbeats timed out: quorum {len(fresh)} of {quorum} "
+                f"(fresh: {', '.join(fresh) or 'none'}; timeout {timeout} ms)"
+            )
         return self._bounded(
             StatusEvent(
                 awaiting_pulse(backward),
                 at_ms,
                 SYSTEM_USER,
-                f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
+                clip_message(message),
                 Cause.HEARTBEAT_TIMEOUT,
             )
         )
+
+    def _bounded_block(self, now: int) -> Step:
+        """Rule 14: a wake-up at the bound, or, once it has passed, onBlocked."""
+        deadline = self.on_blocked_at()
+        if deadline is None:
+            return EMPTY_STEP
+        if now < deadline:
+            return Step(wake_at_ms=deadline)
+        return Step(transition=on_blocked_event(self.status_events[-1], self.settings, now))
 
     def _bounded(self, event: StatusEvent) -> StatusEvent:
         """A lapse or a heartbeat resume, coalesced once the update has recorded LAPSES_KEPT
@@ -392,6 +463,8 @@ class UpdateRun:
         backward = status.is_backward
         fresh = not self.is_coordinated or pulse.is_fresh(self.key, now)
         if status.is_awaiting_pulse:
+            if fresh and self.is_ack_pending(pulse, now):
+                return None  # only the monitors' acknowledgement moves it on (rule 13)
             if not fresh:
                 if self.is_held_for_operator:
                     raise TransitionError(
@@ -420,10 +493,18 @@ class UpdateRun:
             return None
         return self._move(S.ERROR, SYSTEM_USER, clip_message(message), Cause.ERROR, now)
 
-    def heartbeat(self, pulse: PulseMonitor, user: str, now: int) -> tuple[HeartbeatAnswer, bool]:
-        """Record a heartbeat (DESIGN §3 rule 5), on the caller's thread. True when the leader
-        loop has something to record: the update may now leave *_AWAITING_PULSE, or this beat
-        arrived after a lease that ended unrecorded (see `pulse_step`)."""
+    def heartbeat(
+        self,
+        pulse: PulseMonitor,
+        user: str,
+        now: int,
+        monitor: str = ANONYMOUS,
+        ack_batch: int | None = None,
+    ) -> tuple[HeartbeatAnswer, bool]:
+        """Record `monitor`'s heartbeat (DESIGN §3 rules 5, 11-13), acknowledging `ack_batch`
+        if given, on the caller's thread. True when the leader loop has something to record:
+        the update may now leave *_AWAITING_PULSE, or this beat arrived after a lease that
+        ended unrecorded (see `pulse_step`)."""
         # The hot path of the whole product: plain lookups, no property chains.
         last = self.status_events[-1]
         status = last.status
@@ -433,8 +514,17 @@ class UpdateRun:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
+        settings = self.settings
+        if settings.heartbeat_monitors and monitor not in settings.heartbeat_monitors:
+            raise InvalidRequest(
+                "details.monitor",
+                f"monitor {monitor!r} does not count for update {self.key}; expected one of: "
+                + ", ".join(settings.heartbeat_monitors),
+            )
+        if ack_batch is not None:
+            ack_batch = self._checked_ack(ack_batch)
         rolling_since = last.timestamp_ms if status in ROLLING else None
-        beaten = pulse.beat(self.key, now, rolling_since)
+        beaten = pulse.beat(self.key, now, rolling_since, monitor, ack_batch)
         if beaten is None:  # no longer watched: it finished, or the leader dropped its memory
             if self.status_events[-1].status in TERMINAL:
                 return HeartbeatAnswer.FINISHED, False
@@ -444,6 +534,22 @@ class UpdateRun:
         return HeartbeatAnswer.OK, beaten.unrecorded_lapse(rolling_since) is not None or (
             status in AWAITING_PULSE and not self.is_held_for_operator
         )
+
+    def _checked_ack(self, batch: int) -> int | None:
+        """An acknowledgement to record: refused for an update that takes none or a batch that
+        has not started; ignored during a rollback (acks gate the forward direction only)."""
+        if not self.settings.heartbeat_ack_batches:
+            raise InvalidRequest(
+                "details.ackBatch",
+                f"update {self.key} takes no batch acknowledgements (heartbeatAckBatches is false)",
+            )
+        if self.backward is not None:
+            return None
+        current = self.current_batch()
+        if current is None or batch > current[0]:
+            started = "no batch has started" if current is None else f"the current is {current[0]}"
+            raise InvalidRequest("details.ackBatch", f"batch {batch} has not started; {started}")
+        return batch
 
     def pulse_step(self, pulse: PulseMonitor, user: str, now: int) -> Step | None:
         """What heartbeats mean for the status, on the leader loop; call until it returns None.
@@ -457,9 +563,15 @@ class UpdateRun:
         backward = status.is_backward
         check = pulse.check(self.key, now, self._rolling_since())
         if check.lapsed_ms is not None:
-            return Step(transition=self._timed_out(backward, check.lapsed_ms))
+            return Step(transition=self._timed_out(backward, check.lapsed_ms, pulse))
         if status.is_awaiting_pulse and not self.is_held_for_operator and check.gate is Gate.FRESH:
-            step = self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+            waited = self.ack_needed()
+            if waited is not None and self.is_ack_pending(pulse, now):
+                return None
+            message = "heartbeat received"
+            if waited is not None and self.status_events[-1].cause is Cause.ACK_WAIT:
+                message = f"batch {waited} acknowledged"
+            step = self._move(rolling(backward), user, message, Cause.HEARTBEAT, now)
             if step is not None and step.transition is not None:
                 return Step(transition=self._bounded(step.transition))
             return step
