@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from api import convert_gate
 from api.checks import MAX_STRING, enum_id, integer, listed, need, text
 from api.idl import pulsegate as t
 from updater.diff import JobDiff
@@ -15,6 +16,7 @@ from updater.driver import InstanceState, ObservedInstance
 from updater.engine import Counts
 from updater.errors import InvalidRequest
 from updater.events import InstanceEvent, StatusEvent
+from updater.gate import GateState
 from updater.job import ConfigGroup, Job
 from updater.keys import JobKey, UpdateKey
 from updater.ranges import Range, checked_range, merge
@@ -23,7 +25,6 @@ from updater.settings import (
     MAX_MONITOR_NAME,
     MAX_MONITORS,
     HeartbeatResume,
-    OnBlocked,
     Settings,
     Strategy,
     StrategyKind,
@@ -36,8 +37,8 @@ _STRATEGY = {1: StrategyKind.QUEUE, 2: StrategyKind.BATCH, 3: StrategyKind.VARIA
 _STRATEGY_ID = {v: k for k, v in _STRATEGY.items()}
 _RESUME = {1: HeartbeatResume.AUTO, 2: HeartbeatResume.OPERATOR}
 _RESUME_ID = {v: k for k, v in _RESUME.items()}
-_ON_BLOCKED = {1: OnBlocked.PAUSE, 2: OnBlocked.ABORT, 3: OnBlocked.ROLL_BACK}
-_ON_BLOCKED_ID = {v: k for k, v in _ON_BLOCKED.items()}
+_ON_BLOCKED = {v: k for k, v in convert_gate.ON_BLOCKED_ID.items()}
+_ON_BLOCKED_ID = convert_gate.ON_BLOCKED_ID
 _CHECK = {1: HealthCheckKind.HTTP, 2: HealthCheckKind.TCP, 3: HealthCheckKind.COMMAND}
 _CHECK_ID = {v: k for k, v in _CHECK.items()}
 _STATE_ID = {
@@ -384,7 +385,11 @@ def summary_out(s: UpdateSummary) -> Any:
 
 
 def details_out(
-    record: UpdateRecord, heartbeat_age_ms: int | None, counts: Counts | None, backward: bool
+    record: UpdateRecord,
+    heartbeat_age_ms: int | None,
+    counts: Counts | None,
+    backward: bool,
+    gate: GateState | None = None,
 ) -> Any:
     d = record.definition
     desired = t.ConfigGroup(config=task_out(d.config), instances=ranges_out(d.desired))
@@ -410,6 +415,7 @@ def details_out(
         heartbeatAgeMs=heartbeat_age_ms,
         progress=progress,
         heartbeatTimeoutMs=d.settings.heartbeat_timeout_ms,
+        gate=None if gate is None else convert_gate.gate_out(gate),
     )
 
 
