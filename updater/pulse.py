@@ -100,11 +100,13 @@ class Pulse:
         return now - beat.last_ms < self.timeout_ms
 
     def fresh_count(self, now: int) -> int:
-        """Distinct monitors whose heartbeat is fresh at `now` (rule 12)."""
-        return sum(1 for m in self.monitors if 0 <= now - m.last_ms < self.timeout_ms)
+        """Distinct monitors whose heartbeat is fresh at `now` (rule 12). A beat later than
+        `now` counts: a lapse recorded after a late beat is judged at the lease's end, when a
+        monitor that has beaten since was beating."""
+        return sum(1 for m in self.monitors if now - m.last_ms < self.timeout_ms)
 
     def fresh_names(self, now: int) -> list[str]:
-        return [m.name for m in self.monitors if 0 <= now - m.last_ms < self.timeout_ms]
+        return [m.name for m in self.monitors if now - m.last_ms < self.timeout_ms]
 
     def is_acked(self, batch: int, now: int) -> bool:
         """Rule 13: a quorum of monitors, each fresh now, acknowledged `batch` (or a later one)."""

@@ -272,3 +272,18 @@ def test_waiting_for_an_ack_is_bounded_too() -> None:
     tick(world, run, BOUND + INTERVAL, monitors=("v",))
     assert run.status is S.ROLL_FORWARD_PAUSED
     assert "waiting for batch 1 to be acknowledged" in run.status_events[-1].message
+
+
+def test_a_lapse_recorded_after_a_late_beat_counts_the_monitors_fresh_when_it_happened() -> None:
+    world = World(old_count=4)
+    run = world.start(4, coordinated(heartbeat_quorum=2))
+    tick(world, run, INTERVAL, monitors=("a", "b"))
+    assert run.status is S.ROLLING_FORWARD
+    world.advance(TIMEOUT // 2)
+    beat(world, run, "a")
+    world.advance(TIMEOUT // 2 + 100)  # b's lease ended 100 ms ago, unrecorded
+    beat(world, run, "a")  # a late beat of a: the lapse is recorded at the lease's end
+    settle(world, run)
+    lapse = run.status_events[-1]
+    assert lapse.cause is Cause.HEARTBEAT_TIMEOUT
+    assert "quorum 1 of 2 (fresh: a;" in lapse.message
