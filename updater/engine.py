@@ -43,7 +43,14 @@ from updater.events import (
     succeeded_action,
     working_action,
 )
-from updater.gate import ack_needed, current_batch, on_blocked_event
+from updater.gate import (
+    ack_needed,
+    ack_wait,
+    checked_ack,
+    current_batch,
+    lapse_message,
+    on_blocked_event,
+)
 from updater.keys import UpdateKey
 from updater.progress import Progress, Stage
 from updater.pulse import ANONYMOUS, Gate, HeartbeatAnswer, PulseMonitor
@@ -302,21 +309,10 @@ class UpdateRun:
                     instance_events=tuple(events),
                     stages=tuple(stages),
                 )
-        if starts and schedule.is_batched and not backward and settings.heartbeat_ack_batches:
-            batch = schedule.batch_of(progress.cursor)  # 1-based number of the batch just done
-            record = pulse.get(self.key)
-            if batch >= 1 and (record is None or not record.is_acked(batch, now)):
-                return Step(
-                    transition=StatusEvent(
-                        S.ROLL_FORWARD_AWAITING_PULSE,
-                        now,
-                        SYSTEM_USER,
-                        f"waiting for batch {batch} to be acknowledged",
-                        Cause.ACK_WAIT,
-                    ),
-                    instance_events=tuple(events),
-                    stages=tuple(stages),
-                )
+        if starts and not backward and settings.heartbeat_ack_batches:
+            wait = ack_wait(schedule, progress.cursor, pulse.get(self.key), now)
+            if wait is not None:
+                return Step(transition=wait, instance_events=tuple(events), stages=tuple(stages))
         started = working_action(backward)
         for index in starts:
             instance_id = progress.order[index]
@@ -342,22 +338,10 @@ class UpdateRun:
         return last.timestamp_ms if last.status in ROLLING else None
 
     def _timed_out(self, backward: bool, at_ms: int, pulse: PulseMonitor) -> StatusEvent:
-        timeout, quorum = self.settings.heartbeat_timeout_ms, self.settings.heartbeat_quorum
-        message = f"heartbeats timed out (none for {timeout} ms)"
-        record = pulse.get(self.key)
-        if quorum > 1 and record is not None:
-            fresh = record.fresh_names(at_ms)
-            message = (
-                f"heartbeats timed out: quorum {len(fresh)} of {quorum} "
-                f"(fresh: {', '.join(fresh) or 'none'}; timeout {timeout} ms)"
-            )
+        message = lapse_message(self.settings, pulse.get(self.key), at_ms)
         return self._bounded(
             StatusEvent(
-                awaiting_pulse(backward),
-                at_ms,
-                SYSTEM_USER,
-                clip_message(message),
-                Cause.HEARTBEAT_TIMEOUT,
+                awaiting_pulse(backward), at_ms, SYSTEM_USER, message, Cause.HEARTBEAT_TIMEOUT
             )
         )
 
@@ -522,7 +506,7 @@ class UpdateRun:
                 + ", ".join(settings.heartbeat_monitors),
             )
         if ack_batch is not None:
-            ack_batch = self._checked_ack(ack_batch)
+            ack_batch = checked_ack(self, ack_batch)
         rolling_since = last.timestamp_ms if status in ROLLING else None
         beaten = pulse.beat(self.key, now, rolling_since, monitor, ack_batch)
         if beaten is None:  # no longer watched: it finished, or the leader dropped its memory
@@ -534,22 +518,6 @@ class UpdateRun:
         return HeartbeatAnswer.OK, beaten.unrecorded_lapse(rolling_since) is not None or (
             status in AWAITING_PULSE and not self.is_held_for_operator
         )
-
-    def _checked_ack(self, batch: int) -> int | None:
-        """An acknowledgement to record: refused for an update that takes none or a batch that
-        has not started; ignored during a rollback (acks gate the forward direction only)."""
-        if not self.settings.heartbeat_ack_batches:
-            raise InvalidRequest(
-                "details.ackBatch",
-                f"update {self.key} takes no batch acknowledgements (heartbeatAckBatches is false)",
-            )
-        if self.backward is not None:
-            return None
-        current = self.current_batch()
-        if current is None or batch > current[0]:
-            started = "no batch has started" if current is None else f"the current is {current[0]}"
-            raise InvalidRequest("details.ackBatch", f"batch {batch} has not started; {started}")
-        return batch
 
     def pulse_step(self, pulse: PulseMonitor, user: str, now: int) -> Step | None:
         """What heartbeats mean for the status, on the leader loop; call until it returns None.

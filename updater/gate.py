@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from updater.errors import InvalidRequest
 from updater.events import SYSTEM_USER, Cause, StatusEvent, clip_message
 from updater.progress import Progress
 from updater.pulse import Pulse
 from updater.settings import OnBlocked, Settings
 from updater.status import UpdateStatus, paused
+from updater.strategy import Schedule
 
 if TYPE_CHECKING:
     from updater.engine import UpdateRun
@@ -45,6 +47,45 @@ def ack_needed(progress: Progress, settings: Settings) -> int | None:
     ):
         return None
     return progress.schedule.batch_of(progress.cursor)  # the finished batch's number (1-based)
+
+
+def ack_wait(schedule: Schedule, cursor: int, pulse: Pulse | None, now: int) -> StatusEvent | None:
+    """Rule 13 before a batch starts at `cursor`: the wait to record if the batch before it
+    is not acknowledged by a quorum of fresh monitors."""
+    batch = schedule.batch_of(cursor)  # the number (from 1) of the batch just done
+    if not schedule.is_batched or batch < 1 or (pulse is not None and pulse.is_acked(batch, now)):
+        return None
+    message = f"waiting for batch {batch} to be acknowledged"
+    return StatusEvent(S.ROLL_FORWARD_AWAITING_PULSE, now, SYSTEM_USER, message, Cause.ACK_WAIT)
+
+
+def checked_ack(run: UpdateRun, batch: int) -> int | None:
+    """A heartbeat's acknowledgement to record: refused for an update that takes none or for a
+    batch that has not started; ignored during a rollback (acks gate going forward only)."""
+    if not run.settings.heartbeat_ack_batches:
+        raise InvalidRequest(
+            "details.ackBatch",
+            f"update {run.key} takes no batch acknowledgements (heartbeatAckBatches is false)",
+        )
+    if run.backward is not None:
+        return None
+    current = current_batch(run.progress)
+    if current is None or batch > current[0]:
+        started = "no batch has started" if current is None else f"the current is {current[0]}"
+        raise InvalidRequest("details.ackBatch", f"batch {batch} has not started; {started}")
+    return batch
+
+
+def lapse_message(settings: Settings, pulse: Pulse | None, at_ms: int) -> str:
+    """Why heartbeats count as lost at `at_ms`; with a quorum, how many monitors were fresh."""
+    timeout, quorum = settings.heartbeat_timeout_ms, settings.heartbeat_quorum
+    if quorum == 1 or pulse is None:
+        return f"heartbeats timed out (none for {timeout} ms)"
+    fresh = pulse.fresh_names(at_ms)
+    return clip_message(
+        f"heartbeats timed out: quorum {len(fresh)} of {quorum} "
+        f"(fresh: {', '.join(fresh) or 'none'}; timeout {timeout} ms)"
+    )
 
 
 def on_blocked_event(blocked: StatusEvent, settings: Settings, now: int) -> StatusEvent:
