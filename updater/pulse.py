@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import attrs
 
@@ -58,9 +58,9 @@ class GateCheck:
     lapsed_ms: int | None = None
 
 
-@attrs.frozen
-class MonitorBeat:
-    """One monitor's last heartbeat, and the highest batch it acknowledged (rule 13)."""
+class MonitorBeat(NamedTuple):
+    """One monitor's last heartbeat, and the highest batch it acknowledged (rule 13). A named
+    tuple, not an attrs class: one is built on every heartbeat, the product's hot path."""
 
     name: str
     last_ms: int
@@ -153,24 +153,18 @@ class Pulse:
         ):
             lapsed = end
         last = now if self.last_ms is None or now > self.last_ms else self.last_ms
-        return Pulse(
-            self.timeout_ms,
-            self.since_ms,
-            last,
-            lapsed,
-            self.quorum,
-            self._with_beat(monitor, now, ack),
-        )
+        monitors = self.monitors
+        if ack is None and len(monitors) == 1 and monitors[0].name == monitor:  # the usual case
+            monitors = (MonitorBeat(monitor, last, monitors[0].acked),)
+        else:
+            monitors = self._with_beat(monitor, now, ack)
+        return Pulse(self.timeout_ms, self.since_ms, last, lapsed, self.quorum, monitors)
 
     def _with_beat(self, name: str, now: int, ack: int | None) -> tuple[MonitorBeat, ...]:
-        monitors = self.monitors
-        if len(monitors) == 1 and monitors[0].name == name:  # the common case: one monitor
-            old = monitors[0]
-            acked = old.acked if ack is None or (old.acked or 0) > ack else ack
-            return (MonitorBeat(name, max(now, old.last_ms), acked),)
+        """The monitors after `name`'s beat: freshest first, at most MONITORS_KEPT."""
         others = []
         beat = MonitorBeat(name, now, ack)
-        for m in monitors:
+        for m in self.monitors:
             if m.name == name:
                 acked = m.acked if ack is None or (m.acked or 0) > ack else ack
                 beat = MonitorBeat(name, max(now, m.last_ms), acked)
@@ -188,7 +182,7 @@ class Pulse:
             None if last is None else last + delta_ms,
             None if lapsed is None else lapsed + delta_ms,
             self.quorum,
-            tuple(attrs.evolve(m, last_ms=m.last_ms + delta_ms) for m in self.monitors),
+            tuple(m._replace(last_ms=m.last_ms + delta_ms) for m in self.monitors),
         )
 
 
