@@ -287,3 +287,16 @@ def test_a_lapse_recorded_after_a_late_beat_counts_the_monitors_fresh_when_it_ha
     lapse = run.status_events[-1]
     assert lapse.cause is Cause.HEARTBEAT_TIMEOUT
     assert "quorum 1 of 2 (fresh: a;" in lapse.message
+
+
+def test_an_operators_resume_does_not_stand_in_for_an_ack() -> None:
+    world = World(old_count=4)
+    run = world.start(4, acked_settings())
+    tick(world, run, 10_000, monitors=("v",))
+    assert run.status_events[-1].cause is Cause.ACK_WAIT
+    assert run.resume(world.pulse, "op", "go", world.clock.now()) is None
+    world.simulation.persist(run, run.pause("op", "look", world.clock.now()))
+    world.simulation.persist(run, run.resume(world.pulse, "op", "go", world.clock.now()))
+    tick(world, run, 5_000, monitors=("v",))  # resumed, then waits for the ack again
+    assert run.status_events[-1].message == "waiting for batch 1 to be acknowledged"
+    assert sorted(world.touched(run, world_updating())) == [0, 1]
