@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
+from updater.driver import Action, ObservedInstance
 from updater.errors import InvalidRequest, TransitionError, Unavailable
 from updater.evaluation import Outcome, evaluate_instance
 from updater.events import (
@@ -67,53 +67,13 @@ from updater.status import (
     paused,
     rolling,
 )
+from updater.step import EMPTY_STEP, Counts, Step, start_action
 from updater.strategy import Schedule
 from updater.task import TaskConfig
 
+__all__ = ["EMPTY_STEP", "Counts", "Step", "UpdateRun"]  # steps live in updater.step
+
 S = UpdateStatus
-
-
-@attrs.frozen
-class Step:
-    """What to persist and do. `stages` and `cursor` are the progress changes `commit` applies."""
-
-    transition: StatusEvent | None = None
-    instance_events: tuple[InstanceEvent, ...] = ()
-    actions: tuple[Action, ...] = ()
-    wake_at_ms: int | None = None
-    stages: tuple[tuple[int, Stage], ...] = ()
-    cursor: int | None = None
-
-    @property
-    def has_writes(self) -> bool:
-        return self.transition is not None or bool(self.instance_events)
-
-    def desired_changes(self) -> dict[int, TaskConfig | None]:
-        """The desired-state changes the actions make: a config, or None to remove."""
-        return {
-            a.instance_id: (None if a.kind is ActionKind.KILL else a.config) for a in self.actions
-        }
-
-
-EMPTY_STEP = Step()
-
-
-@attrs.frozen
-class Counts:
-    total: int
-    done: int
-    in_flight: int
-    failed: int
-
-
-def _start_action(
-    instance_id: int, target: TaskConfig | None, seen: ObservedInstance | None
-) -> Action:
-    if target is None:
-        return Action(ActionKind.KILL, instance_id)
-    if seen is None or seen.state is InstanceState.ABSENT:
-        return Action(ActionKind.ADD, instance_id, target)
-    return Action(ActionKind.REPLACE, instance_id, target)
 
 
 class UpdateRun:
@@ -317,7 +277,7 @@ class UpdateRun:
         for index in starts:
             instance_id = progress.order[index]
             actions.append(
-                _start_action(
+                start_action(
                     instance_id, self.target(instance_id, backward), observed.get(instance_id)
                 )
             )
