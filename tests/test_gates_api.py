@@ -80,6 +80,7 @@ def test_an_unnamed_heartbeat_is_the_principals(zk_server, tmp_path) -> None:
         with client_for(s, token="t-ops") as ops:
             wait_until(lambda: ops.details(key).status is S.ROLLING_FORWARD)
             events = ops.details(key).record.status_events
+            assert ops.details(key).record.definition.settings == settings  # the client's view
         assert events[-1].user == "dba"  # who sent the beat that completed the quorum
     finally:
         s.stop()
