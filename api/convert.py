@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from api import convert_gate
 from api.checks import MAX_STRING, enum_id, integer, listed, need, text
 from api.idl import pulsegate as t
 from updater.diff import JobDiff
@@ -15,11 +16,19 @@ from updater.driver import InstanceState, ObservedInstance
 from updater.engine import Counts
 from updater.errors import InvalidRequest
 from updater.events import InstanceEvent, StatusEvent
+from updater.gate import GateState
 from updater.job import ConfigGroup, Job
 from updater.keys import JobKey, UpdateKey
 from updater.ranges import Range, checked_range, merge
 from updater.record import UpdateRecord, UpdateRequest
-from updater.settings import HeartbeatResume, Settings, Strategy, StrategyKind
+from updater.settings import (
+    MAX_MONITOR_NAME,
+    MAX_MONITORS,
+    HeartbeatResume,
+    Settings,
+    Strategy,
+    StrategyKind,
+)
 from updater.status import UpdateStatus
 from updater.storage import UpdateQuery, UpdateSummary
 from updater.task import HealthCheck, HealthCheckKind, TaskConfig
@@ -28,6 +37,8 @@ _STRATEGY = {1: StrategyKind.QUEUE, 2: StrategyKind.BATCH, 3: StrategyKind.VARIA
 _STRATEGY_ID = {v: k for k, v in _STRATEGY.items()}
 _RESUME = {1: HeartbeatResume.AUTO, 2: HeartbeatResume.OPERATOR}
 _RESUME_ID = {v: k for k, v in _RESUME.items()}
+_ON_BLOCKED = {v: k for k, v in convert_gate.ON_BLOCKED_ID.items()}
+_ON_BLOCKED_ID = convert_gate.ON_BLOCKED_ID
 _CHECK = {1: HealthCheckKind.HTTP, 2: HealthCheckKind.TCP, 3: HealthCheckKind.COMMAND}
 _CHECK_ID = {v: k for k, v in _CHECK.items()}
 _STATE_ID = {
@@ -220,6 +231,16 @@ def settings_in(v: Any, field: str = "settings") -> Settings:
     resume = d.heartbeat_resume
     if v.heartbeatResume is not None:
         resume = enum_id(v.heartbeatResume, _RESUME, f"{field}.heartbeatResume")
+    monitors = d.heartbeat_monitors
+    if v.heartbeatMonitors is not None:
+        names = listed(v.heartbeatMonitors, f"{field}.heartbeatMonitors", MAX_MONITORS)
+        monitors = tuple(
+            text(n, f"{field}.heartbeatMonitors[{i}]", MAX_MONITOR_NAME)
+            for i, n in enumerate(names)
+        )
+    on_blocked = d.on_blocked
+    if v.onBlocked is not None:
+        on_blocked = enum_id(v.onBlocked, _ON_BLOCKED, f"{field}.onBlocked")
     return Settings(
         strategy=strategy,
         auto_pause_after_batch=opt_bool(
@@ -244,6 +265,13 @@ def settings_in(v: Any, field: str = "settings") -> Settings:
             v.heartbeatTimeoutMs, "heartbeatTimeoutMs", d.heartbeat_timeout_ms
         ),
         heartbeat_resume=resume,
+        heartbeat_quorum=opt_int(v.heartbeatQuorum, "heartbeatQuorum", d.heartbeat_quorum),
+        heartbeat_monitors=monitors,
+        heartbeat_ack_batches=opt_bool(
+            v.heartbeatAckBatches, "heartbeatAckBatches", d.heartbeat_ack_batches
+        ),
+        max_blocked_ms=opt_int(v.maxBlockedMs, "maxBlockedMs", d.max_blocked_ms),
+        on_blocked=on_blocked,
     )
 
 
@@ -258,6 +286,11 @@ def settings_out(s: Settings) -> Any:
         updateOnlyTheseInstances=ranges_out(s.update_only_these_instances),
         heartbeatTimeoutMs=s.heartbeat_timeout_ms,
         heartbeatResume=_RESUME_ID[s.heartbeat_resume],
+        heartbeatQuorum=s.heartbeat_quorum,
+        heartbeatMonitors=list(s.heartbeat_monitors),
+        heartbeatAckBatches=s.heartbeat_ack_batches,
+        maxBlockedMs=s.max_blocked_ms,
+        onBlocked=_ON_BLOCKED_ID[s.on_blocked],
     )
 
 
@@ -352,7 +385,11 @@ def summary_out(s: UpdateSummary) -> Any:
 
 
 def details_out(
-    record: UpdateRecord, heartbeat_age_ms: int | None, counts: Counts | None, backward: bool
+    record: UpdateRecord,
+    heartbeat_age_ms: int | None,
+    counts: Counts | None,
+    backward: bool,
+    gate: GateState | None = None,
 ) -> Any:
     d = record.definition
     desired = t.ConfigGroup(config=task_out(d.config), instances=ranges_out(d.desired))
@@ -378,6 +415,7 @@ def details_out(
         heartbeatAgeMs=heartbeat_age_ms,
         progress=progress,
         heartbeatTimeoutMs=d.settings.heartbeat_timeout_ms,
+        gate=None if gate is None else convert_gate.gate_out(gate),
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from thriftpy2.thrift import TApplicationException
 
-from api import checks, convert
+from api import checks, convert, convert_gate
 from api.auth import AUTH_OFF_USER, Action, Authenticator
 from api.forward import Forwarder
 from api.idl import Service
@@ -39,8 +39,9 @@ from updater.errors import (
     UpdateConflict,
     ValueTooLarge,
 )
-from updater.keys import JobKey
-from updater.pulse import HeartbeatAnswer
+from updater.gate import GateState, gate_state
+from updater.keys import JobKey, UpdateKey
+from updater.pulse import ANONYMOUS, HeartbeatAnswer
 from updater.ranges import merge
 from updater.record import UpdateRequest, validate_request
 from updater.status import UpdateStatus
@@ -249,10 +250,12 @@ class Handler:
     def rollbackJobUpdate(self, key: Any, message: Any, auth: Any) -> None:
         self._command("rollback", Action.ROLLBACK, key, message, auth)
 
-    def heartbeatJobUpdate(self, key: Any, auth: Any) -> Any:
+    def heartbeatJobUpdate(self, key: Any, auth: Any, details: Any = None) -> Any:
         """The hot path (monitors call it constantly): for an update the leader is running, a
         tuple, a dict lookup and the pulse update; anything else takes the checked path. Both
-        fail through the one error table (`failed`); a `try` costs nothing until it raises."""
+        fail through the one error table (`failed`); a `try` costs nothing until it raises.
+        The monitor is the one `details` names, else the principal, else anonymous (rule 11);
+        a heartbeat with details is answered with the batch to verify and the gate."""
         try:
             loop = self.scheduler.loop
             try:
@@ -260,30 +263,42 @@ class Handler:
                 run = loop.hot.get((job.role, job.environment, job.name, key.id))  # type: ignore[union-attr]
             except (AttributeError, TypeError):
                 run = None
-            if run is None or not loop.is_serving:  # type: ignore[union-attr]
-                return self._heartbeat_checked(key, auth)
-            user = AUTH_OFF_USER
+            if run is None or not loop.is_serving or details is not None:  # type: ignore[union-attr]
+                return self._heartbeat_checked(key, auth, details)
+            user, monitor = AUTH_OFF_USER, ANONYMOUS
             if self.auth.enabled:
-                user = self.auth.check(self._token(auth), Action.HEARTBEAT, run.key.job)
-            answer, status = loop.beat(run, user)  # type: ignore[union-attr]
+                user = monitor = self.auth.check(self._token(auth), Action.HEARTBEAT, run.key.job)
+            answer, status = loop.beat(run, user, monitor)  # type: ignore[union-attr]
             self._beats[answer]()
             return self._results[answer, status]
         except Exception as e:
             raise failed(self, "heartbeatJobUpdate", _HEARTBEAT_ERRORS, e) from None
 
-    def _heartbeat_checked(self, key: Any, auth: Any) -> Any:
+    def _heartbeat_checked(self, key: Any, auth: Any, details: Any) -> Any:
         update = convert.update_key_in(key)
+        named, ack = convert_gate.heartbeat_details_in(details)
         user = self._user(auth, Action.HEARTBEAT, update.job)
+        monitor = named or (user if self.auth.enabled else ANONYMOUS)
         loop = self.scheduler.loop
         if loop is None or not loop.is_serving:
-            forwarded, answer = self._elsewhere("heartbeatJobUpdate", key, auth)
+            forwarded, answer = self._elsewhere("heartbeatJobUpdate", key, auth, details)
             if forwarded:
                 self.metrics.api_request("heartbeatJobUpdate", "ok")
                 return answer
-        answer, status = self.loop.heartbeat(update, user)
+        answer, status = self.loop.heartbeat(update, user, monitor, ack)
         self._beats[answer]()
         self.metrics.api_request("heartbeatJobUpdate", "ok")
-        return self._results[answer, status]
+        if details is None:
+            return self._results[answer, status]
+        return convert_gate.heartbeat_out(answer.value, status.value, self._gate(update))
+
+    def _gate(self, key: UpdateKey) -> GateState | None:
+        """The gate of an update this leader runs, read from its memory (as heartbeats are)."""
+        loop = self.scheduler.loop
+        run = loop.runs.get(key) if loop is not None and loop.is_serving else None
+        if run is None:
+            return None
+        return gate_state(run, loop.pulse.get(key), loop.clock.now())  # type: ignore[union-attr]
 
     @rpc
     def getJobUpdateSummaries(self, query: Any, auth: Any = None) -> list[Any]:
@@ -306,11 +321,12 @@ class Handler:
                 pass  # no leader: answer from storage, without the heartbeat age
         record = self.store.get_update(update)
         run = UpdateRun(record)
-        age = None
+        age, gate = None, None
         if loop is not None and loop.is_serving and record.status.is_active:
             age = loop.heartbeat_age_ms(update)
+            gate = self._gate(update)
         backward = run.backward is not None
-        return convert.details_out(record, age, run.counts(), backward)
+        return convert.details_out(record, age, run.counts(), backward, gate)
 
     @rpc
     def getJobUpdateDiff(self, request: Any, auth: Any = None) -> Any:

@@ -16,7 +16,7 @@ from scheduler.tomlfile import Field, TomlError, check_table, dotted, load_toml,
 from updater.errors import InvalidRequest
 from updater.keys import JobKey
 from updater.ranges import parse_ranges
-from updater.settings import HeartbeatResume, Settings, Strategy, validate_settings
+from updater.settings import HeartbeatResume, OnBlocked, Settings, Strategy, validate_settings
 from updater.task import HealthCheck, TaskConfig, validate_task
 
 MAX_INSTANCES = 100_000
@@ -63,6 +63,11 @@ UPDATE = {
     "instances": Field(str, "", doc="canary: only these instance ids, e.g. 0-4,7"),
     "heartbeat_timeout_ms": Field(int, _DEFAULT.heartbeat_timeout_ms),
     "heartbeat_resume": Field(str, "auto", choices=("auto", "operator")),
+    "heartbeat_quorum": Field(int, _DEFAULT.heartbeat_quorum, doc="distinct fresh monitors"),
+    "heartbeat_monitors": Field(list, [], items=str, doc="monitor names that count; [] = any"),
+    "heartbeat_ack_batches": Field(bool, _DEFAULT.heartbeat_ack_batches),
+    "max_blocked_ms": Field(int, _DEFAULT.max_blocked_ms, doc="act after blocked this long"),
+    "on_blocked": Field(str, "pause", choices=("pause", "abort", "roll_back")),
     "metadata": Field(dict, {}, doc="strings stored with the update, e.g. a link"),
 }
 SCHEMA = {"job": JOB, "task": TASK, "update": UPDATE}
@@ -83,6 +88,11 @@ _FILE_KEYS = {
     "instanceCount": "job.instances",
     "config.key": "job",  # createJob's "already exists"
     "metadata": "update.metadata",
+    "settings.heartbeatQuorum": "update.heartbeat_quorum",
+    "settings.heartbeatMonitors": "update.heartbeat_monitors",
+    "settings.heartbeatAckBatches": "update.heartbeat_ack_batches",
+    "settings.maxBlockedMs": "update.max_blocked_ms",
+    "settings.onBlocked": "update.on_blocked",
 }
 _WIRE_PREFIXES = ("request.", "config.")
 PORT_VARIABLE = "PORT"
@@ -203,6 +213,11 @@ def _settings(src: _Source, update: dict[str, Any]) -> Settings:
         update_only_these_instances=parse_ranges(update["instances"], "update.instances"),
         heartbeat_timeout_ms=update["heartbeat_timeout_ms"],
         heartbeat_resume=HeartbeatResume(update["heartbeat_resume"].upper()),
+        heartbeat_quorum=update["heartbeat_quorum"],
+        heartbeat_monitors=tuple(update["heartbeat_monitors"]),
+        heartbeat_ack_batches=update["heartbeat_ack_batches"],
+        max_blocked_ms=update["max_blocked_ms"],
+        on_blocked=OnBlocked(update["on_blocked"].upper()),
     )
 
 

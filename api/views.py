@@ -15,7 +15,7 @@ from updater.keys import JobKey, UpdateKey
 from updater.pulse import HeartbeatAnswer
 from updater.ranges import Range
 from updater.record import UpdateDefinition, UpdateRecord
-from updater.settings import HeartbeatResume, Settings, Strategy, StrategyKind
+from updater.settings import HeartbeatResume, OnBlocked, Settings, Strategy, StrategyKind
 from updater.status import UpdateStatus
 from updater.storage import UpdateSummary
 from updater.task import HealthCheck, HealthCheckKind, TaskConfig
@@ -147,6 +147,11 @@ def settings(v: Any) -> Settings:
         update_only_these_instances=ranges(v.updateOnlyTheseInstances),
         heartbeat_timeout_ms=v.heartbeatTimeoutMs,
         heartbeat_resume={1: HeartbeatResume.AUTO, 2: HeartbeatResume.OPERATOR}[v.heartbeatResume],
+        heartbeat_quorum=v.heartbeatQuorum or 1,
+        heartbeat_monitors=tuple(v.heartbeatMonitors or ()),
+        heartbeat_ack_batches=bool(v.heartbeatAckBatches),
+        max_blocked_ms=v.maxBlockedMs or 0,
+        on_blocked=OnBlocked[{2: "ABORT", 3: "ROLL_BACK"}.get(v.onBlocked or 1, "PAUSE")],
     )
 
 

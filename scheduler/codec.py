@@ -15,7 +15,7 @@ from updater.job import ConfigGroup
 from updater.keys import JobKey, UpdateKey
 from updater.ranges import Range
 from updater.record import UpdateDefinition
-from updater.settings import HeartbeatResume, Settings, Strategy, StrategyKind
+from updater.settings import HeartbeatResume, OnBlocked, Settings, Strategy, StrategyKind
 from updater.status import UpdateStatus
 from updater.task import HealthCheck, HealthCheckKind, TaskConfig
 
@@ -128,6 +128,9 @@ def groups_from_json(v: list[dict[str, Any]]) -> tuple[ConfigGroup, ...]:
 # -- updates ------------------------------------------------------------------------------------
 
 
+_DEFAULT_SETTINGS = Settings()
+
+
 def settings_to_json(s: Settings) -> dict[str, Any]:
     return {
         "strategy": {"kind": s.strategy.kind.value, "sizes": list(s.strategy.sizes)},
@@ -139,10 +142,17 @@ def settings_to_json(s: Settings) -> dict[str, Any]:
         "update_only_these_instances": ranges_to_json(s.update_only_these_instances),
         "heartbeat_timeout_ms": s.heartbeat_timeout_ms,
         "heartbeat_resume": s.heartbeat_resume.value,
+        "heartbeat_quorum": s.heartbeat_quorum,
+        "heartbeat_monitors": list(s.heartbeat_monitors),
+        "heartbeat_ack_batches": s.heartbeat_ack_batches,
+        "max_blocked_ms": s.max_blocked_ms,
+        "on_blocked": s.on_blocked.value,
     }
 
 
 def settings_from_json(v: dict[str, Any]) -> Settings:
+    """Updates stored before the gates of rules 11-14 have none of their keys: the defaults."""
+    d = _DEFAULT_SETTINGS
     return Settings(
         strategy=Strategy(StrategyKind(v["strategy"]["kind"]), tuple(v["strategy"]["sizes"])),
         auto_pause_after_batch=v["auto_pause_after_batch"],
@@ -153,6 +163,11 @@ def settings_from_json(v: dict[str, Any]) -> Settings:
         update_only_these_instances=ranges_from_json(v["update_only_these_instances"]),
         heartbeat_timeout_ms=v["heartbeat_timeout_ms"],
         heartbeat_resume=HeartbeatResume(v["heartbeat_resume"]),
+        heartbeat_quorum=v.get("heartbeat_quorum", d.heartbeat_quorum),
+        heartbeat_monitors=tuple(v.get("heartbeat_monitors", d.heartbeat_monitors)),
+        heartbeat_ack_batches=v.get("heartbeat_ack_batches", d.heartbeat_ack_batches),
+        max_blocked_ms=v.get("max_blocked_ms", d.max_blocked_ms),
+        on_blocked=OnBlocked(v.get("on_blocked", d.on_blocked.value)),
     )
 
 

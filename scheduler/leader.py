@@ -38,7 +38,7 @@ from updater.driver import Driver
 from updater.engine import Step, UpdateRun
 from updater.errors import Unavailable
 from updater.keys import JobKey, UpdateKey
-from updater.pulse import HeartbeatAnswer
+from updater.pulse import ANONYMOUS, HeartbeatAnswer
 from updater.record import DEFAULT_MAX_INSTANCES
 from updater.status import UpdateStatus
 from updater.storage import Storage
@@ -162,7 +162,9 @@ class LeaderLoop:
             future.cancel()  # not started yet: it never will be, so a retry is the only run
             raise Unavailable("the scheduler is busy or lost its connection; retry") from None
 
-    def heartbeat(self, key: UpdateKey, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
+    def heartbeat(
+        self, key: UpdateKey, user: str, monitor: str = ANONYMOUS, ack: int | None = None
+    ) -> tuple[HeartbeatAnswer, UpdateStatus]:
         """Answer a heartbeat on the caller's thread, from memory (DESIGN §3 rule 5)."""
         if not self.is_serving:
             raise NotLeader("this scheduler is not serving as leader")
@@ -170,18 +172,20 @@ class LeaderLoop:
         if run is None:
             status = self.memory.finished_status(key) or self._final_status(key)
             return HeartbeatAnswer.FINISHED, status
-        return self.beat(run, user)
+        return self.beat(run, user, monitor, ack)
 
-    def beat(self, run: UpdateRun, user: str) -> tuple[HeartbeatAnswer, UpdateStatus]:
-        """Record a heartbeat for a run in memory. Unblocking the update (a status change to
-        persist) is handed to the loop without waiting."""
+    def beat(
+        self, run: UpdateRun, user: str, monitor: str = ANONYMOUS, ack: int | None = None
+    ) -> tuple[HeartbeatAnswer, UpdateStatus]:
+        """Record `monitor`'s heartbeat (acking batch `ack`) for a run in memory. Unblocking
+        the update (a status change to persist) is handed to the loop without waiting."""
         first = self.pulse.last_beat(run.key) is None
         try:
-            answer, to_record = run.heartbeat(self.pulse, user, self.clock.now())
+            answer, to_record = run.heartbeat(self.pulse, user, self.clock.now(), monitor, ack)
         except Unavailable:  # no longer tracked: if it also left the table, it finished
             if run.key in self.runs:
                 raise
-            return self.heartbeat(run.key, user)
+            return self.heartbeat(run.key, user, monitor, ack)
         if to_record:
             self.agenda.unblock(run.key, user)
         elif first:  # a rolling update parked since takeover may act now, not at its lease end

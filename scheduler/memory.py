@@ -47,7 +47,8 @@ class RunTable:
         watched already)."""
         if run.is_coordinated and since is not None and not self.pulse.is_tracked(run.key):
             # Tracked before it can be found: a heartbeat never starts tracking.
-            self.pulse.track(run.key, run.settings.heartbeat_timeout_ms, since)
+            s = run.settings
+            self.pulse.track(run.key, s.heartbeat_timeout_ms, since, s.heartbeat_quorum)
         self.runs[run.key] = run
         self.by_job[run.key.job] = run.key
         if run.is_coordinated:

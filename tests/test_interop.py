@@ -192,7 +192,7 @@ def test_every_rpc_through_the_official_library(
         first = client.startJobUpdate(request(t, job, 2, 2), "roll v2", None)
         assert isinstance(first, t.JobUpdateKey) and first.job == job and first.id
         assert status_of(client, first) == US.ROLL_FORWARD_AWAITING_PULSE
-        beat = client.heartbeatJobUpdate(first, None)
+        beat = client.heartbeatJobUpdate(first, None, None)
         assert isinstance(beat, t.HeartbeatResult)
         assert beat.status == t.HeartbeatStatus.OK
         wait_status(client, first, US.ROLLING_FORWARD)
@@ -203,18 +203,18 @@ def test_every_rpc_through_the_official_library(
 
         assert client.pauseJobUpdate(first, "hold on", None) is None
         assert status_of(client, first) == US.ROLL_FORWARD_PAUSED
-        beat = client.heartbeatJobUpdate(first, None)
+        beat = client.heartbeatJobUpdate(first, None, None)
         assert (beat.status, beat.updateStatus) == (
             t.HeartbeatStatus.PAUSED,
             US.ROLL_FORWARD_PAUSED,
         )
         assert client.resumeJobUpdate(first, "go on", None) is None
         assert status_of(client, first) == US.ROLLING_FORWARD
-        assert client.heartbeatJobUpdate(first, None).status == t.HeartbeatStatus.OK
+        assert client.heartbeatJobUpdate(first, None, None).status == t.HeartbeatStatus.OK
 
         assert client.abortJobUpdate(first, "enough", None) is None
         assert status_of(client, first) == US.ABORTED
-        beat = client.heartbeatJobUpdate(first, None)
+        beat = client.heartbeatJobUpdate(first, None, None)
         assert (beat.status, beat.updateStatus) == (t.HeartbeatStatus.FINISHED, US.ABORTED)
 
         details = client.getJobUpdateDetails(first, None)
@@ -238,7 +238,7 @@ def test_every_rpc_through_the_official_library(
         # a second update: conflicts while it is active, then rolls back
         second = client.startJobUpdate(request(t, job, 3, 2), "roll v3", None)
         assert second.id != first.id
-        assert client.heartbeatJobUpdate(second, None).status == t.HeartbeatStatus.OK
+        assert client.heartbeatJobUpdate(second, None, None).status == t.HeartbeatStatus.OK
         wait_status(client, second, US.ROLLING_FORWARD)
         with pytest.raises(t.UpdateConflict) as conflict:
             client.startJobUpdate(request(t, job, 4, 2), "one too many", None)
@@ -249,10 +249,10 @@ def test_every_rpc_through_the_official_library(
 
         assert client.rollbackJobUpdate(second, "undo", None) is None
         assert status_of(client, second) == US.ROLLING_BACK
-        assert client.heartbeatJobUpdate(second, None).status == t.HeartbeatStatus.OK
+        assert client.heartbeatJobUpdate(second, None, None).status == t.HeartbeatStatus.OK
         assert client.getJobUpdateDetails(second, None).progress.rollingBack is True
         client.abortJobUpdate(second, "stop the rollback", None)
-        assert client.heartbeatJobUpdate(second, None).status == t.HeartbeatStatus.FINISHED
+        assert client.heartbeatJobUpdate(second, None, None).status == t.HeartbeatStatus.FINISHED
 
         summaries = client.getJobUpdateSummaries(t.JobUpdateQuery(jobKey=job), None)
         assert all(isinstance(s, t.JobUpdateSummary) for s in summaries)
@@ -301,7 +301,7 @@ def test_declared_exceptions_arrive_as_generated_classes(
 
         unknown = t.JobUpdateKey(job=job, id=uuid.uuid4().hex)
         with pytest.raises(t.NotFound):
-            client.heartbeatJobUpdate(unknown, None)
+            client.heartbeatJobUpdate(unknown, None, None)
         with pytest.raises(t.NotFound):
             client.getJobUpdateDetails(unknown, None)
         with pytest.raises(t.NotFound):

@@ -47,6 +47,13 @@ enum HeartbeatResume {
   OPERATOR = 2
 }
 
+// What the leader does once an update has awaited pulse for maxBlockedMs (DESIGN rule 14).
+enum OnBlocked {
+  PAUSE = 1,
+  ABORT = 2,
+  ROLL_BACK = 3
+}
+
 enum HealthCheckKind {
   HTTP = 1,
   TCP = 2,
@@ -127,7 +134,12 @@ struct JobUpdateSettings {
   6: optional bool rollbackOnFailure,
   7: optional list<Range> updateOnlyTheseInstances,
   8: optional i32 heartbeatTimeoutMs,
-  9: optional HeartbeatResume heartbeatResume
+  9: optional HeartbeatResume heartbeatResume,
+  10: optional i32 heartbeatQuorum,           // distinct fresh monitors needed (rule 12), >= 1
+  11: optional list<string> heartbeatMonitors, // names that count; empty or absent: any
+  12: optional bool heartbeatAckBatches,      // batch b+1 waits for an ack of batch b (rule 13)
+  13: optional i32 maxBlockedMs,              // act after awaiting pulse this long; 0: never
+  14: optional OnBlocked onBlocked             // default PAUSE
 }
 
 struct Metadata {
@@ -157,7 +169,7 @@ struct JobUpdateEvent {
   2: i64 timestampMs,
   3: string user,
   4: string message,
-  5: optional string cause            // start, operator, heartbeat, heartbeat_timeout, auto_pause, failure, complete, error
+  5: optional string cause            // start, operator, heartbeat, heartbeat_timeout, auto_pause, ack_wait, blocked, failure, complete, error
 }
 
 struct JobInstanceUpdateEvent {
@@ -191,6 +203,38 @@ struct UpdateProgress {
   5: bool rollingBack
 }
 
+// What a heartbeat may say besides "still fine" (DESIGN rules 11, 13).
+struct HeartbeatDetails {
+  1: optional string monitor,         // this monitor's name; default: the principal, or "anonymous"
+  2: optional i32 ackBatch            // "I verified batch ackBatch" (numbered from 1)
+}
+
+// One monitor's last heartbeat as the leader sees it.
+struct MonitorPulse {
+  1: string name,
+  2: i64 ageMs,
+  3: i64 leaseEndMs,
+  4: bool fresh,
+  5: optional i32 ackedBatch
+}
+
+// A coordinated active update's gate (DESIGN rule 15): open means it may act now.
+struct GateState {
+  1: bool open,
+  2: optional string reason,          // no_heartbeat, timed_out, quorum, held_for_operator, awaiting_ack, paused
+  3: string why,                      // for people, e.g. "quorum 1 of 2"
+  4: i64 sinceMs,
+  5: optional i64 leaseEndMs,
+  6: i32 quorum,
+  7: i32 freshMonitors,
+  8: list<MonitorPulse> monitors,
+  9: optional i32 batch,              // the batch to verify, numbered from 1
+  10: optional list<i32> batchInstances,
+  11: optional i32 awaitingAck,       // the batch whose ack the next batch waits for
+  12: optional OnBlocked onBlocked,
+  13: optional i64 onBlockedAtMs      // when onBlocked fires, if the update is blocked
+}
+
 struct JobUpdateDetails {
   1: JobUpdateSummary summary,
   2: JobUpdateInstructions instructions,
@@ -198,7 +242,8 @@ struct JobUpdateDetails {
   4: list<JobInstanceUpdateEvent> instanceEvents,
   5: optional i64 heartbeatAgeMs,     // coordinated and active: age of the last heartbeat the leader has seen
   6: optional UpdateProgress progress,
-  7: optional i32 heartbeatTimeoutMs
+  7: optional i32 heartbeatTimeoutMs,
+  8: optional GateState gate          // coordinated and active, answered by the leader
 }
 
 struct JobUpdateQuery {
@@ -239,9 +284,14 @@ struct SchedulerInfo {
   9: optional string instanceLogDir   // local driver: where instance logs are, <dir>/<role>/<env>/<name>/<id>.log
 }
 
+// batch, batchInstances and gate are filled in when the heartbeat carried HeartbeatDetails
+// (even an empty one) and the leader runs the update; older clients get the first two fields.
 struct HeartbeatResult {
   1: HeartbeatStatus status,
-  2: JobUpdateStatus updateStatus
+  2: JobUpdateStatus updateStatus,
+  3: optional i32 batch,
+  4: optional list<i32> batchInstances,
+  5: optional GateState gate
 }
 
 exception InvalidRequest {
@@ -285,7 +335,7 @@ service PulsegateScheduler {
     throws (1: InvalidRequest invalid, 2: NotFound notFound, 3: AuthError denied, 4: Unavailable unavailable)
   void rollbackJobUpdate(1: JobUpdateKey key, 2: string message, 3: Credentials auth)
     throws (1: InvalidRequest invalid, 2: NotFound notFound, 3: AuthError denied, 4: Unavailable unavailable)
-  HeartbeatResult heartbeatJobUpdate(1: JobUpdateKey key, 2: Credentials auth)
+  HeartbeatResult heartbeatJobUpdate(1: JobUpdateKey key, 2: Credentials auth, 3: HeartbeatDetails details)
     throws (1: InvalidRequest invalid, 2: NotFound notFound, 3: AuthError denied, 4: Unavailable unavailable)
   list<JobUpdateSummary> getJobUpdateSummaries(1: JobUpdateQuery query, 2: Credentials auth)
     throws (1: InvalidRequest invalid, 3: AuthError denied, 4: Unavailable unavailable)

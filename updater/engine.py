@@ -9,6 +9,11 @@ State transitions made here (all others come from operators through the command 
 - ROLLING_X → X_AWAITING_PULSE when the heartbeat lease ends (coordinated updates);
 - X_AWAITING_PULSE → ROLLING_X on a heartbeat (unless held for an operator, DESIGN §3 rule 3);
 - ROLLING_FORWARD → ROLL_FORWARD_PAUSED before each batch after the first (autoPauseAfterBatch);
+- ROLLING_FORWARD → ROLL_FORWARD_AWAITING_PULSE before batch b+1 until batch b is acknowledged
+  by a quorum of fresh monitors (heartbeatAckBatches, rule 13), and back on the ack;
+- X_AWAITING_PULSE → X_PAUSED, ABORTED or ROLLING_BACK once blocked for maxBlockedMs, counted
+  from the persisted event that blocked it (onBlocked, rule 14; during a rollback ROLL_BACK
+  pauses, since the update is already going back);
 - ROLLING_FORWARD → ROLLING_BACK or FAILED, ROLLING_BACK → FAILED on too many failed instances;
 - ROLLING_X → ROLLED_FORWARD / ROLLED_BACK when every instance is done.
 
@@ -24,7 +29,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
+from updater.driver import Action, ObservedInstance
 from updater.errors import InvalidRequest, TransitionError, Unavailable
 from updater.evaluation import Outcome, evaluate_instance
 from updater.events import (
@@ -38,9 +43,17 @@ from updater.events import (
     succeeded_action,
     working_action,
 )
+from updater.gate import (
+    ack_needed,
+    ack_wait,
+    checked_ack,
+    current_batch,
+    lapse_message,
+    on_blocked_event,
+)
 from updater.keys import UpdateKey
 from updater.progress import Progress, Stage
-from updater.pulse import Gate, HeartbeatAnswer, PulseMonitor
+from updater.pulse import ANONYMOUS, Gate, HeartbeatAnswer, PulseMonitor
 from updater.record import UpdateDefinition, UpdateRecord
 from updater.settings import HeartbeatResume, Settings
 from updater.status import (
@@ -54,53 +67,13 @@ from updater.status import (
     paused,
     rolling,
 )
+from updater.step import EMPTY_STEP, Counts, Step, start_action
 from updater.strategy import Schedule
 from updater.task import TaskConfig
 
+__all__ = ["EMPTY_STEP", "Counts", "Step", "UpdateRun"]  # steps live in updater.step
+
 S = UpdateStatus
-
-
-@attrs.frozen
-class Step:
-    """What to persist and do. `stages` and `cursor` are the progress changes `commit` applies."""
-
-    transition: StatusEvent | None = None
-    instance_events: tuple[InstanceEvent, ...] = ()
-    actions: tuple[Action, ...] = ()
-    wake_at_ms: int | None = None
-    stages: tuple[tuple[int, Stage], ...] = ()
-    cursor: int | None = None
-
-    @property
-    def has_writes(self) -> bool:
-        return self.transition is not None or bool(self.instance_events)
-
-    def desired_changes(self) -> dict[int, TaskConfig | None]:
-        """The desired-state changes the actions make: a config, or None to remove."""
-        return {
-            a.instance_id: (None if a.kind is ActionKind.KILL else a.config) for a in self.actions
-        }
-
-
-EMPTY_STEP = Step()
-
-
-@attrs.frozen
-class Counts:
-    total: int
-    done: int
-    in_flight: int
-    failed: int
-
-
-def _start_action(
-    instance_id: int, target: TaskConfig | None, seen: ObservedInstance | None
-) -> Action:
-    if target is None:
-        return Action(ActionKind.KILL, instance_id)
-    if seen is None or seen.state is InstanceState.ABSENT:
-        return Action(ActionKind.ADD, instance_id, target)
-    return Action(ActionKind.REPLACE, instance_id, target)
 
 
 class UpdateRun:
@@ -149,11 +122,41 @@ class UpdateRun:
         """Blocked after heartbeats were lost, with `heartbeatResume = OPERATOR`: awaiting pulse
         after the initial wait, however it got there (a timeout, or a pause resumed while the
         monitor was silent), so pause-then-resume cannot launder a lost monitor back in."""
+        last = self.status_events[-1]
         return (
             self.settings.heartbeat_resume is HeartbeatResume.OPERATOR
             and self._has_rolled
-            and self.status_events[-1].status.is_awaiting_pulse
+            and last.status.is_awaiting_pulse
+            and last.cause is not Cause.ACK_WAIT
         )
+
+    def current_batch(self) -> tuple[int, list[int]] | None:
+        """The batch a monitor should verify, numbered from 1, and its instance ids."""
+        return current_batch(self.progress)
+
+    def ack_needed(self) -> int | None:
+        """The batch whose acknowledgement the next batch waits for, if it is due (rule 13)."""
+        return ack_needed(self.progress, self.settings)
+
+    def is_ack_pending(self, pulse: PulseMonitor, now: int) -> bool:
+        batch = self.ack_needed()
+        if batch is None:
+            return False
+        found = pulse.get(self.key)
+        return found is None or not found.is_acked(batch, now)
+
+    def blocked_since(self) -> int | None:
+        """When the persisted event that blocked the update was recorded, if it awaits pulse."""
+        last = self.status_events[-1]
+        return last.timestamp_ms if last.status.is_awaiting_pulse else None
+
+    def on_blocked_at(self) -> int | None:
+        """When onBlocked fires (rule 14): None if the update is not blocked or has no bound.
+        Counted from storage, so a failover neither resets nor extends it."""
+        since = self.blocked_since()
+        if since is None or not self.settings.max_blocked_ms:
+            return None
+        return since + self.settings.max_blocked_ms
 
     def target(self, instance_id: int, backward: bool) -> TaskConfig | None:
         """The config an instance should end up with in a direction (None: removed)."""
@@ -173,6 +176,8 @@ class UpdateRun:
     def plan(self, observed: Mapping[int, ObservedInstance], pulse: PulseMonitor, now: int) -> Step:
         """The next step of a rolling update; an empty step for any other status."""
         status = self.status
+        if status.is_awaiting_pulse:
+            return self._bounded_block(now)
         if not status.is_rolling:
             return EMPTY_STEP
         backward = status.is_backward
@@ -182,12 +187,12 @@ class UpdateRun:
         wake: int | None = None
         if self.is_coordinated:
             if not pulse.is_tracked(self.key):
-                pulse.track(self.key, self.settings.heartbeat_timeout_ms, now)
+                pulse.track(self.key, self._timeout_ms, now, self.settings.heartbeat_quorum)
             check = pulse.check(self.key, now, self._rolling_since())
             if check.lapsed_ms is not None:  # a late heartbeat renewed a lease that had ended
-                return Step(transition=self._timed_out(backward, check.lapsed_ms))
+                return Step(transition=self._timed_out(backward, check.lapsed_ms, pulse))
             if check.gate is Gate.EXPIRED:
-                return Step(transition=self._timed_out(backward, now))
+                return Step(transition=self._timed_out(backward, now, pulse))
             if check.gate is Gate.HOLD:
                 return Step(wake_at_ms=check.until_ms)
             wake = check.until_ms
@@ -264,11 +269,15 @@ class UpdateRun:
                     instance_events=tuple(events),
                     stages=tuple(stages),
                 )
+        if starts and not backward and settings.heartbeat_ack_batches:
+            wait = ack_wait(schedule, progress.cursor, pulse.get(self.key), now)
+            if wait is not None:
+                return Step(transition=wait, instance_events=tuple(events), stages=tuple(stages))
         started = working_action(backward)
         for index in starts:
             instance_id = progress.order[index]
             actions.append(
-                _start_action(
+                start_action(
                     instance_id, self.target(instance_id, backward), observed.get(instance_id)
                 )
             )
@@ -288,16 +297,22 @@ class UpdateRun:
         last = self.status_events[-1]
         return last.timestamp_ms if last.status in ROLLING else None
 
-    def _timed_out(self, backward: bool, at_ms: int) -> StatusEvent:
+    def _timed_out(self, backward: bool, at_ms: int, pulse: PulseMonitor) -> StatusEvent:
+        message = lapse_message(self.settings, pulse.get(self.key), at_ms)
         return self._bounded(
             StatusEvent(
-                awaiting_pulse(backward),
-                at_ms,
-                SYSTEM_USER,
-                f"heartbeats timed out (none for {self.settings.heartbeat_timeout_ms} ms)",
-                Cause.HEARTBEAT_TIMEOUT,
+                awaiting_pulse(backward), at_ms, SYSTEM_USER, message, Cause.HEARTBEAT_TIMEOUT
             )
         )
+
+    def _bounded_block(self, now: int) -> Step:
+        """Rule 14: a wake-up at the bound, or, once it has passed, onBlocked."""
+        deadline = self.on_blocked_at()
+        if deadline is None:
+            return EMPTY_STEP
+        if now < deadline:
+            return Step(wake_at_ms=deadline)
+        return Step(transition=on_blocked_event(self.status_events[-1], self.settings, now))
 
     def _bounded(self, event: StatusEvent) -> StatusEvent:
         """A lapse or a heartbeat resume, coalesced once the update has recorded LAPSES_KEPT
@@ -392,6 +407,8 @@ class UpdateRun:
         backward = status.is_backward
         fresh = not self.is_coordinated or pulse.is_fresh(self.key, now)
         if status.is_awaiting_pulse:
+            if fresh and self.is_ack_pending(pulse, now):
+                return None  # only the monitors' acknowledgement moves it on (rule 13)
             if not fresh:
                 if self.is_held_for_operator:
                     raise TransitionError(
@@ -420,10 +437,18 @@ class UpdateRun:
             return None
         return self._move(S.ERROR, SYSTEM_USER, clip_message(message), Cause.ERROR, now)
 
-    def heartbeat(self, pulse: PulseMonitor, user: str, now: int) -> tuple[HeartbeatAnswer, bool]:
-        """Record a heartbeat (DESIGN §3 rule 5), on the caller's thread. True when the leader
-        loop has something to record: the update may now leave *_AWAITING_PULSE, or this beat
-        arrived after a lease that ended unrecorded (see `pulse_step`)."""
+    def heartbeat(
+        self,
+        pulse: PulseMonitor,
+        user: str,
+        now: int,
+        monitor: str = ANONYMOUS,
+        ack_batch: int | None = None,
+    ) -> tuple[HeartbeatAnswer, bool]:
+        """Record `monitor`'s heartbeat (DESIGN §3 rules 5, 11-13), acknowledging `ack_batch`
+        if given, on the caller's thread. True when the leader loop has something to record:
+        the update may now leave *_AWAITING_PULSE, or this beat arrived after a lease that
+        ended unrecorded (see `pulse_step`)."""
         # The hot path of the whole product: plain lookups, no property chains.
         last = self.status_events[-1]
         status = last.status
@@ -433,8 +458,17 @@ class UpdateRun:
             raise InvalidRequest(
                 "key", f"update {self.key} is not coordinated (heartbeatTimeoutMs is 0)"
             )
+        settings = self.settings
+        if settings.heartbeat_monitors and monitor not in settings.heartbeat_monitors:
+            raise InvalidRequest(
+                "details.monitor",
+                f"monitor {monitor!r} does not count for update {self.key}; expected one of: "
+                + ", ".join(settings.heartbeat_monitors),
+            )
+        if ack_batch is not None:
+            ack_batch = checked_ack(self, ack_batch)
         rolling_since = last.timestamp_ms if status in ROLLING else None
-        beaten = pulse.beat(self.key, now, rolling_since)
+        beaten = pulse.beat(self.key, now, rolling_since, monitor, ack_batch)
         if beaten is None:  # no longer watched: it finished, or the leader dropped its memory
             if self.status_events[-1].status in TERMINAL:
                 return HeartbeatAnswer.FINISHED, False
@@ -457,9 +491,15 @@ class UpdateRun:
         backward = status.is_backward
         check = pulse.check(self.key, now, self._rolling_since())
         if check.lapsed_ms is not None:
-            return Step(transition=self._timed_out(backward, check.lapsed_ms))
+            return Step(transition=self._timed_out(backward, check.lapsed_ms, pulse))
         if status.is_awaiting_pulse and not self.is_held_for_operator and check.gate is Gate.FRESH:
-            step = self._move(rolling(backward), user, "heartbeat received", Cause.HEARTBEAT, now)
+            waited = self.ack_needed()
+            if waited is not None and self.is_ack_pending(pulse, now):
+                return None
+            message = "heartbeat received"
+            if waited is not None and self.status_events[-1].cause is Cause.ACK_WAIT:
+                message = f"batch {waited} acknowledged"
+            step = self._move(rolling(backward), user, message, Cause.HEARTBEAT, now)
             if step is not None and step.transition is not None:
                 return Step(transition=self._bounded(step.transition))
             return step

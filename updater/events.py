@@ -26,6 +26,8 @@ class Cause(enum.Enum):
     HEARTBEAT = "heartbeat"
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     AUTO_PAUSE = "auto_pause"
+    ACK_WAIT = "ack_wait"  # rule 13: waiting for a batch to be acknowledged
+    BLOCKED = "blocked"  # rule 14: onBlocked taken after maxBlockedMs awaiting pulse
     FAILURE = "failure"
     COMPLETE = "complete"
     ERROR = "error"

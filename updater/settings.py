@@ -15,6 +15,9 @@ MAX_FAILURES = 100_000
 MAX_MIN_WAIT_MS = 24 * 3600 * 1000
 MAX_HEARTBEAT_TIMEOUT_MS = 24 * 3600 * 1000
 MAX_SCOPE_RANGES = 10_000
+MAX_MONITORS = 100
+MAX_MONITOR_NAME = 128
+MAX_BLOCKED_MS = 7 * 24 * 3600 * 1000
 
 
 class StrategyKind(enum.Enum):
@@ -65,6 +68,14 @@ class HeartbeatResume(enum.Enum):
     OPERATOR = "OPERATOR"
 
 
+class OnBlocked(enum.Enum):
+    """What the leader does once an update has awaited pulse for `maxBlockedMs` (rule 14)."""
+
+    PAUSE = "PAUSE"
+    ABORT = "ABORT"
+    ROLL_BACK = "ROLL_BACK"
+
+
 @attrs.frozen(cache_hash=True)
 class Settings:
     strategy: Strategy = Strategy.queue(1)
@@ -76,6 +87,11 @@ class Settings:
     update_only_these_instances: tuple[Range, ...] = ()
     heartbeat_timeout_ms: int = 0
     heartbeat_resume: HeartbeatResume = HeartbeatResume.AUTO
+    heartbeat_quorum: int = 1
+    heartbeat_monitors: tuple[str, ...] = ()
+    heartbeat_ack_batches: bool = False
+    max_blocked_ms: int = 0
+    on_blocked: OnBlocked = OnBlocked.PAUSE
 
     @property
     def is_coordinated(self) -> bool:
@@ -125,6 +141,7 @@ def validate_settings(settings: Settings, field: str = "settings") -> Settings:
     )
     if not isinstance(settings.heartbeat_resume, HeartbeatResume):
         raise InvalidRequest(f"{field}.heartbeatResume", "must be AUTO or OPERATOR")
+    _validate_gates(settings, field)
     if len(settings.update_only_these_instances) > MAX_SCOPE_RANGES:
         raise InvalidRequest(
             f"{field}.updateOnlyTheseInstances", f"must have at most {MAX_SCOPE_RANGES} ranges"
@@ -135,3 +152,46 @@ def validate_settings(settings: Settings, field: str = "settings") -> Settings:
                 f"{field}.updateOnlyTheseInstances", f"invalid range {r.first}-{r.last}"
             )
     return settings
+
+
+def _validate_gates(settings: Settings, field: str) -> None:
+    """Rules 12-14: each gate needs a coordinated update, and the quorum must be reachable."""
+    quorum = _int_in(settings.heartbeat_quorum, f"{field}.heartbeatQuorum", 1, MAX_MONITORS)
+    monitors = settings.heartbeat_monitors
+    if len(monitors) > MAX_MONITORS:
+        raise InvalidRequest(f"{field}.heartbeatMonitors", f"must list at most {MAX_MONITORS}")
+    for i, name in enumerate(monitors):
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_MONITOR_NAME:
+            raise InvalidRequest(
+                f"{field}.heartbeatMonitors[{i}]",
+                f"must be a non-blank name of at most {MAX_MONITOR_NAME} characters",
+            )
+        if name in monitors[:i]:
+            raise InvalidRequest(f"{field}.heartbeatMonitors[{i}]", f"{name!r} is listed twice")
+    if monitors and quorum > len(monitors):
+        raise InvalidRequest(
+            f"{field}.heartbeatQuorum",
+            f"must be at most the {len(monitors)} name(s) in heartbeatMonitors, got {quorum}",
+        )
+    if not isinstance(settings.heartbeat_ack_batches, bool):
+        raise InvalidRequest(f"{field}.heartbeatAckBatches", "must be true or false")
+    if settings.heartbeat_ack_batches and not settings.strategy.is_batched:
+        raise InvalidRequest(
+            f"{field}.heartbeatAckBatches", "needs a batch or variableBatch strategy"
+        )
+    _int_in(settings.max_blocked_ms, f"{field}.maxBlockedMs", 0, MAX_BLOCKED_MS)
+    if not isinstance(settings.on_blocked, OnBlocked):
+        raise InvalidRequest(f"{field}.onBlocked", "must be PAUSE, ABORT or ROLL_BACK")
+    if settings.is_coordinated:
+        return
+    used = [
+        ("heartbeatQuorum", quorum != 1),
+        ("heartbeatMonitors", bool(monitors)),
+        ("heartbeatAckBatches", settings.heartbeat_ack_batches),
+        ("maxBlockedMs", settings.max_blocked_ms != 0),
+    ]
+    for name, is_set in used:
+        if is_set:
+            raise InvalidRequest(
+                f"{field}.{name}", "needs heartbeatTimeoutMs > 0 (a coordinated update)"
+            )

@@ -1,7 +1,7 @@
 """The pulse record's lease and lapse policy, and the monitor's tracking rules (pure)."""
 
 from updater.keys import JobKey, UpdateKey
-from updater.pulse import Gate, Pulse, PulseMonitor
+from updater.pulse import ANONYMOUS, Gate, MonitorBeat, Pulse, PulseMonitor
 
 KEY = UpdateKey(JobKey("www", "prod", "web"), "u1")
 TIMEOUT = 1_000
@@ -38,7 +38,8 @@ def test_a_beat_never_starts_tracking_and_a_forgotten_update_stays_forgotten() -
     monitor = PulseMonitor()
     assert monitor.beat(KEY, 10) is None and not monitor.is_tracked(KEY)
     monitor.track(KEY, TIMEOUT, 0)
-    assert monitor.beat(KEY, 10) == Pulse(TIMEOUT, 0, 10)
+    beaten = monitor.beat(KEY, 10)
+    assert beaten == Pulse(TIMEOUT, 0, 10, monitors=(MonitorBeat(ANONYMOUS, 10),))
     monitor.track(KEY, TIMEOUT, 500)  # tracking again keeps what is known
     assert monitor.last_beat(KEY) == 10 and monitor.get(KEY).since_ms == 0
     monitor.forget(KEY)
