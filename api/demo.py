@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import attrs
 from rich.console import Console
@@ -246,7 +246,7 @@ class Demo:
 
         lines = _Lines(lambda line: self.say(f"monitor: {line}", "cyan"))
         with PulsegateClient(self.client.hosts, retry_for_s=5) as client:  # type: ignore[union-attr]
-            run_monitor(client, key, 0.5, check, False, self.monitor_stop, lines)
+            run_monitor(client, key, 0.5, check, False, self.monitor_stop, cast(TextIO, lines))
 
     def bad_rollout(self, release: JobFile) -> Outcome:
         client = self.client
@@ -282,9 +282,9 @@ class Demo:
             for event in record.status_events[statuses:]:
                 note = f": {event.message}" if event.message else ""
                 self.say(f"[bold]{event.status.name}[/bold] by {event.user}{note}")
-            for event in record.instance_events[instances:]:
-                note = f" ({event.message})" if event.message else ""
-                self.say(f"  instance {event.instance_id}: {event.action.name}{note}")
+            for change in record.instance_events[instances:]:
+                note = f" ({change.message})" if change.message else ""
+                self.say(f"  instance {change.instance_id}: {change.action.name}{note}")
             statuses, instances = len(record.status_events), len(record.instance_events)
             if until(details):
                 return details, (statuses, instances)

@@ -10,7 +10,7 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 from thriftpy2.thrift import TApplicationException
@@ -96,7 +96,7 @@ def to_thrift(error: Exception, declared: tuple[type, ...]) -> Exception:
         if isinstance(error, kind):
             mapped = make(error)
             if isinstance(mapped, declared):
-                return mapped  # type: ignore[no-any-return]
+                return cast(Exception, mapped)
             break
     message = error.message if isinstance(error, PulsegateError) else "internal error"
     return TApplicationException(TApplicationException.INTERNAL_ERROR, message)

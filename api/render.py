@@ -16,12 +16,12 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from api.client import REQUEST_ID
 from api.views import DiffView, InstanceStatus, SchedulerInfo, UpdateDetails
 from updater.driver import InstanceState
 from updater.events import Cause, InstanceAction
 from updater.job import ConfigGroup, Job
 from updater.ranges import Range, format_ranges, merge
+from updater.record import REQUEST_ID
 from updater.settings import HeartbeatResume, Settings
 from updater.storage import UpdateSummary
 from updater.task import TaskConfig

@@ -169,6 +169,7 @@ class ApiServer:
 
     def start(self) -> None:
         sock = self._socket()
+        assert sock.sock is not None  # listening
         self.port = sock.sock.getsockname()[1]
         protocol, transport = server_codec(self.transport, self.force_pure_protocol)
         self._server = _Server(
@@ -217,6 +218,8 @@ class ApiServer:
             return
         self._server.close()
         sock = self._server.trans.sock
+        if sock is None:
+            return
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()

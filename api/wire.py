@@ -9,6 +9,7 @@ transports refuse (they take bytes only), so a mixed pair fails every reply with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -37,7 +38,7 @@ KNOWN_TYPES = frozenset(
         TType.LIST,
     }
 )
-_unguarded_skip = pure.skip
+_unguarded_skip: Callable[..., None] = pure.skip
 
 
 def _guarded_skip(inbuf: Any, ftype: int, budget: int = pure.DEFAULT_MAX_DEPTH) -> None:
@@ -52,7 +53,7 @@ def compiled_decoder_is_guarded() -> bool:
     """Does the compiled decoder refuse to skip an unknown type?"""
     try:
         from thriftpy2.protocol.cybin import cybin
-        from thriftpy2.transport.memory import TCyMemoryBuffer
+        from thriftpy2.transport.memory import TCyMemoryBuffer  # type: ignore[attr-defined]
     except ImportError:
         return False
     try:

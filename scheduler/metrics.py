@@ -26,7 +26,7 @@ class _Count:
         self.inc = functools.partial(next, self._count)
 
     def value(self) -> int:
-        return int(self._count.__reduce__()[1][0])  # type: ignore[index]
+        return int(self._count.__reduce__()[1][0])
 
 
 class FastCounter:
@@ -38,7 +38,7 @@ class FastCounter:
         self.doc = doc
         self.label = label
         self._children: dict[str, _Count] = {}
-        registry.register(self)  # type: ignore[arg-type]
+        registry.register(self)
 
     def labels(self, **labels: str) -> _Count:
         value = labels[self.label]

@@ -1,5 +1,5 @@
 """House checks that belong to the test command: ruff (lint and format) and mypy --strict on
-the pure core."""
+the pure core, the service and the API."""
 
 import subprocess
 import sys
@@ -24,6 +24,6 @@ def test_ruff_format() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_the_core() -> None:
-    result = run("mypy", "--strict", "updater")
+def test_mypy_strict_on_updater_scheduler_and_api() -> None:
+    result = run("mypy", "--strict", "updater", "scheduler", "api")
     assert result.returncode == 0, result.stdout + result.stderr
