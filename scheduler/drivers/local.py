@@ -14,11 +14,18 @@ its place until then (a leftover would hold the instance's port).
 A new leader adopts what runs: every process is recorded durably (pid, start time, boot id,
 config digest, port) when it starts, and `takeover` keeps each recorded process that is still
 the same process and runs the desired config. A healthy instance is never killed by a restart.
+The records, not this driver's memory, are the truth at a takeover: a scheduler that led
+before may hold a view another leader has since changed (it replaced our processes with its
+own), so the view is rebuilt from the records, and a copy of ours the records do not name is
+stopped as a duplicate.
+
+Threads: the reconciler thread steps instances and writes the records; the leader loop calls
+the Driver methods. `_lock` guards the instances and is never held across ZooKeeper I/O: record
+writes are queued under it and made after it is released.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -52,6 +59,8 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
+RECORD_RETRY_S = 1.0
+Key = tuple[JobKey, int]
 
 
 class LocalDriver:
@@ -82,7 +91,14 @@ class LocalDriver:
             1000 * (backoff_cap_s if stable_after_s is None else stable_after_s)
         )
         self.acting = False
-        self._instances: dict[tuple[JobKey, int], Instance] = {}
+        self._instances: dict[Key, Instance] = {}
+        self._strays: list[Instance] = []  # copies no record names, being stopped
+        # Record writes (a record) and deletes (None) still to make, the latest per instance.
+        self._outbox: dict[Key, InstanceRecord | None] = {}
+        self._next_flush = 0.0
+        # Serialises record I/O, so no write of an earlier term lands after a takeover's read.
+        # Taken before `_lock`, never while holding it.
+        self._records_io = threading.Lock()
         self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
         self._listener: Callable[[JobKey, int], None] | None = None
         self._lock = threading.RLock()
@@ -129,22 +145,27 @@ class LocalDriver:
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
         hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
-        """Adopt recorded processes that still run, then reconcile every job; recorded
+        """Rebuild what this driver knows from the records, then reconcile every job; recorded
         processes of jobs that no longer exist are stopped. Raises Unavailable, having changed
         nothing, if the records cannot be read: starting afresh would run every instance twice."""
-        records = self.records.load() if self.records is not None else {}
-        with self._lock:
-            for (job, instance_id), record in records.items():
-                if (job, instance_id) not in self._instances:
-                    wanted = desired.get(job, {}).get(instance_id)
-                    self._adopt(record, wanted)
-            for (job, instance_id), inst in self._instances.items():
-                inst.desired = desired.get(job, {}).get(instance_id)
-            for job, instances in desired.items():
-                for instance_id, config in instances.items():
-                    self._instance(job, instance_id).desired = config
-            for job, instance_id in hold:  # as they are until the update acts (rule 8)
-                self._instance(job, instance_id).held = True
+        with self._records_io:  # an earlier term's write in flight lands before the read
+            records = self.records.load() if self.records is not None else {}
+            alive = {key: r for key, r in records.items() if _still_runs(r)}
+            with self._lock:
+                self._outbox.clear()  # the last term's; the rebuild says what to record now
+                self._next_flush = 0.0
+                for key in records.keys() - alive.keys():
+                    # Deleted whether acting yet or not: takeover is the new leader's call. What a
+                    # dead process left behind is not signalled: its group id may be someone else's.
+                    self._outbox[key] = None
+                self._rebuild(alive, desired)
+                for (job, instance_id), inst in self._instances.items():
+                    inst.desired = desired.get(job, {}).get(instance_id)
+                for job, instances in desired.items():
+                    for instance_id, config in instances.items():
+                        self._instance(job, instance_id).desired = config
+                for job, instance_id in hold:  # as they are until the update acts (rule 8)
+                    self._instance(job, instance_id).held = True
         self._wake.set()
 
     def set_acting(self, acting: bool) -> None:
@@ -160,6 +181,8 @@ class LocalDriver:
         self._wake.set()
         self._thread.join(timeout=10)
         self._checks.shutdown(wait=False, cancel_futures=True)
+        self._next_flush = 0.0
+        self._flush_records()  # a record still queued would leave its process to nobody
 
     def pids(self, job: JobKey) -> dict[int, int]:
         """Live instance pids, for tests and tools."""
@@ -172,15 +195,51 @@ class LocalDriver:
 
     # -- adoption ------------------------------------------------------------------------------
 
+    def _rebuild(
+        self,
+        alive: Mapping[Key, InstanceRecord],
+        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
+    ) -> None:
+        """Make the in-memory view the records' (under `_lock`). An instance we know keeps its
+        state only if it is the recorded process; a live process of ours that the records lost
+        is kept and recorded again; one that a record of another process replaced is stopped."""
+        old, self._instances = self._instances, {}
+        self._observed.clear()
+        for key, record in alive.items():
+            known = old.pop(key, None)
+            if known is not None and known.ident == _ident(record):
+                self._keep(key, known)
+                continue
+            if known is not None:
+                self._discard(known)
+            self._adopt(record, desired.get(key[0], {}).get(key[1]))
+        for key, known in old.items():
+            if known.ident is not None and known.is_alive():
+                self._keep(key, known)
+                self._record(known)
+                log.warning("instance_recorded_again", job=str(key[0]), instance=key[1])
+            else:
+                self._discard(known)
+
+    def _keep(self, key: Key, inst: Instance) -> None:
+        inst.published = ()  # publish it afresh
+        self._instances[key] = inst
+
+    def _discard(self, inst: Instance) -> None:
+        """Forget an instance a record contradicts; a process of it that may still run (or
+        have left something running) is stopped."""
+        if inst.group is not None or (inst.ident is not None and inst.is_alive()):
+            self._strays.append(inst)
+            log.warning(
+                "instance_duplicate_found",
+                job=str(inst.job),
+                instance=inst.instance_id,
+                pid=inst.ident.pid if inst.ident else None,
+            )
+
     def _adopt(self, record: InstanceRecord, wanted: TaskConfig | None) -> None:
-        ident = ProcessId(record.pid, record.start_ticks, record.boot_id)
-        if not ident.is_alive() or not is_session_leader(record.pid):
-            # Deleted whether acting yet or not: takeover is the new leader's call. What a dead
-            # leader left behind is not signalled: its group id may have gone to someone else.
-            self._delete_record(record.job, record.instance_id)
-            return
         inst = self._instance(record.job, record.instance_id)
-        inst.ident = ident
+        inst.ident = _ident(record)
         inst.group = ProcessGroup(record.pid)
         inst.port = record.port
         inst.log = Path(record.log)
@@ -212,12 +271,13 @@ class LocalDriver:
             self._wake.clear()
             try:
                 self._tick()
+                self._flush_records()
             except Exception:  # the reconciler must not die
                 log.exception("local_driver_tick_failed")
 
     def _busy(self) -> bool:
         with self._lock:
-            return any(
+            return bool(self._strays) or any(
                 inst.state is not S.ABSENT or inst.desired is not None
                 for inst in self._instances.values()
             )
@@ -238,6 +298,8 @@ class LocalDriver:
                     changed.append(key)
                 if inst.state is S.ABSENT and inst.desired is None:
                     del self._instances[key]
+            for stray in list(self._strays):
+                self._stop_stray(stray, now)
         if now >= self._next_log_cap:
             self._next_log_cap = now + 5.0
             for inst in list(self._instances.values()):
@@ -289,6 +351,17 @@ class LocalDriver:
             inst.state is S.EXITED and inst.restart_at is not None and now >= inst.restart_at
         ) or inst.state is S.ABSENT:
             self._start(inst, inst.desired, now)
+
+    def _stop_stray(self, inst: Instance, now: float) -> None:
+        """Stop a duplicate, leading or not (a follower that kept it would leave it to nobody):
+        SIGTERM its group, SIGKILL after the grace, forget it once the group is empty."""
+        if inst.state is not S.KILLING:
+            self._kill(inst, now, "a duplicate: the records name another process")
+        if inst.group is not None:
+            self._sweep(inst, now)
+        if inst.group is None and not inst.is_alive():
+            self._strays.remove(inst)
+            log.info("instance_duplicate_stopped", job=str(inst.job), instance=inst.instance_id)
 
     # -- transitions -----------------------------------------------------------------------------
 
@@ -433,6 +506,7 @@ class LocalDriver:
     # -- records and observation -------------------------------------------------------------------
 
     def _record(self, inst: Instance) -> None:
+        """Queue the instance's record (under `_lock`); `_flush_records` writes it."""
         if self.records is None or inst.ident is None or inst.config is None:
             return
         record = InstanceRecord(
@@ -446,21 +520,41 @@ class LocalDriver:
             str(inst.log),
             self.clock.now(),
         )
-        try:
-            self.records.save(record)
-        except PulsegateError as e:
-            log.warning(
-                "instance_not_recorded", job=str(inst.job), instance=inst.instance_id, why=e.message
-            )
+        self._queue((inst.job, inst.instance_id), record)
 
     def _forget(self, job: JobKey, instance_id: int) -> None:
         if self.acting:
-            self._delete_record(job, instance_id)
+            self._queue((job, instance_id), None)
 
-    def _delete_record(self, job: JobKey, instance_id: int) -> None:
+    def _queue(self, key: Key, record: InstanceRecord | None) -> None:
         if self.records is not None:
-            with contextlib.suppress(PulsegateError):  # a later start or takeover overwrites it
-                self.records.delete(job, instance_id)
+            self._outbox.pop(key, None)  # only the latest matters, and it goes last
+            self._outbox[key] = record
+
+    def _flush_records(self) -> None:
+        """Write the queued records, off `_lock`. A failure (ZooKeeper away, or not leading
+        for now) keeps it and what follows for a retry; a takeover replaces them all."""
+        if self.records is None or not self._outbox or time.monotonic() < self._next_flush:
+            return
+        with self._records_io:
+            with self._lock:
+                pending, self._outbox = self._outbox, {}
+            for (job, instance_id), record in list(pending.items()):
+                try:
+                    if record is None:
+                        self.records.delete(job, instance_id)
+                    else:
+                        self.records.save(record)
+                except PulsegateError as e:
+                    log.warning(
+                        "instance_not_recorded", job=str(job), instance=instance_id, why=e.message
+                    )
+                    with self._lock:  # anything queued since is newer and wins
+                        for key, value in pending.items():
+                            self._outbox.setdefault(key, value)
+                    self._next_flush = time.monotonic() + RECORD_RETRY_S
+                    return
+                del pending[(job, instance_id)]
 
     def _publish(self, inst: Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)
@@ -480,3 +574,13 @@ class LocalDriver:
                 inst.message,
             )
         return True
+
+
+def _ident(record: InstanceRecord) -> ProcessId:
+    return ProcessId(record.pid, record.start_ticks, record.boot_id)
+
+
+def _still_runs(record: InstanceRecord) -> bool:
+    """Whether the recorded process is still that process (pid, start time since boot, boot
+    id) and leads its own group, as every process `spawn` starts does."""
+    return _ident(record).is_alive() and is_session_leader(record.pid)

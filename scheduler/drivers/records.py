@@ -1,6 +1,7 @@
 """Durable records of local instance processes, in ZooKeeper under `hosts/<host>/`, so that a
 scheduler restarted (or taking over) on the same host adopts what runs instead of starting it
-again. Writes are fenced like every leader write."""
+again. Writes are fenced like every leader write; every call has the store's timeout, since the
+local driver's reconciler thread makes them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 
 import attrs
 import structlog
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 
 from scheduler import codec
 from scheduler.paths import parse_job_node
 from scheduler.zkstore import ZooKeeperStorage
-from updater.errors import PulsegateError
+from updater.errors import PulsegateError, Unavailable
 from updater.keys import JobKey
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,7 @@ class InstanceRecords:
     def __init__(self, store: ZooKeeperStorage, host: str) -> None:
         self.store = store
         self.host = host
+        self._host_ready = False
 
     def _path(self, job: JobKey, instance_id: int) -> str:
         return self.store.paths.instance_record(self.host, job, instance_id)
@@ -65,7 +68,13 @@ class InstanceRecords:
 
     def save(self, record: InstanceRecord) -> None:
         """Create or replace the record, fenced. Raises NotLeader / Unavailable."""
-        self.store.client.ensure_path(self.store.paths.host(self.host))  # a container
+        if not self._host_ready:  # the parent, once; a delete never removes it
+            parent = self.store.paths.host(self.host)
+            try:
+                self.store.client.ensure_path_async(parent).get(timeout=self.store.timeout_s)
+            except (KazooException, KazooTimeoutError) as e:
+                raise Unavailable(f"could not create {parent}: {type(e).__name__}") from None
+            self._host_ready = True
         value: dict[str, Any] = attrs.asdict(record)
         value["job"] = codec.job_key_to_json(record.job)
         data = codec.dumps(value)
