@@ -1,0 +1,67 @@
+"""The local driver makes no ZooKeeper call under its lock (issue 9, Why 5): while a record write
+hangs (ZooKeeper slow or away), the leader loop can still read instances and give actions, and
+the write lands once ZooKeeper answers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from scheduler.clock import SystemClock
+from scheduler.drivers.local import LocalDriver
+from scheduler.drivers.records import InstanceRecord, InstanceRecords
+from scheduler.paths import Paths
+from scheduler.zkstore import ZooKeeperStorage
+from updater.driver import InstanceState
+from updater.keys import JobKey
+from updater.task import TaskConfig
+
+from procs import kill_marked
+from waiting import wait_until
+
+JOB = JobKey("www", "test", "recordio")
+
+
+class HangingRecords(InstanceRecords):
+    """Records whose writes wait until `release` is set, like a ZooKeeper call that hangs."""
+
+    def __init__(self, store: ZooKeeperStorage, host: str) -> None:
+        super().__init__(store, host)
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+
+    def save(self, record: InstanceRecord) -> None:
+        self.waiting.set()
+        self.release.wait()
+        super().save(record)
+
+
+def test_a_hanging_record_write_does_not_block_the_driver(zk_client, tmp_path: Path) -> None:
+    marker = f"recordio-{tmp_path.name}"
+    records = HangingRecords(ZooKeeperStorage(zk_client, Paths("/recordio")), "host")
+    config = TaskConfig.make(
+        ["sleep", "300"], environment={"PULSEGATE_MARKER": marker}, stop_grace_ms=300
+    )
+    driver = LocalDriver(SystemClock(), tmp_path, tmp_path / "logs", records)
+    try:
+        driver.set_acting(True)
+        driver.reconcile(JOB, {0: config})
+        wait_until(records.waiting.is_set, timeout=30, message="no record write was made")
+        answered = threading.Event()
+
+        def read() -> None:
+            driver.instances(JOB)
+            driver.reconcile(JOB, {0: config})
+            answered.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        wait_until(answered.is_set, timeout=10, message="the driver's lock is held across I/O")
+        assert driver.instances(JOB)[0].state is InstanceState.HEALTHY
+        records.release.set()
+        pid = driver.pids(JOB)[0]
+        wait_until(lambda: (JOB, 0) in records.load(), timeout=10)
+        assert records.load()[(JOB, 0)].pid == pid
+    finally:
+        records.release.set()
+        driver.stop()
+        kill_marked(marker)
