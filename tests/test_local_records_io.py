@@ -1,6 +1,6 @@
-"""The local driver makes no ZooKeeper call under its lock (issue 9, Why 5): while a record write
-hangs (ZooKeeper slow or away), the leader loop can still read instances and give actions, and
-the write lands once ZooKeeper answers."""
+"""The local driver and ZooKeeper trouble around its records: no ZooKeeper call under its lock
+(issue 9, Why 5), so a hanging record write blocks nobody and lands once ZooKeeper answers; and an
+instance whose record never landed is found in the process table by the next leader."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from scheduler.drivers.records import InstanceRecord, InstanceRecords
 from scheduler.paths import Paths
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import InstanceState
+from updater.errors import Unavailable
 from updater.keys import JobKey
 from updater.task import TaskConfig
 
-from procs import kill_marked
+from procs import kill_marked, marked_processes
 from waiting import wait_until
 
 JOB = JobKey("www", "test", "recordio")
@@ -64,4 +65,40 @@ def test_a_hanging_record_write_does_not_block_the_driver(zk_client, tmp_path: P
     finally:
         records.release.set()
         driver.stop()
+        kill_marked(marker)
+
+
+class FailingRecords(InstanceRecords):
+    """Records whose writes never land, like a leader whose ZooKeeper went away."""
+
+    def save(self, record: InstanceRecord) -> None:
+        raise Unavailable("ZooKeeper unreachable: ConnectionLoss")
+
+
+def test_an_instance_whose_record_never_landed_is_adopted_not_started_again(
+    zk_client, tmp_path: Path
+) -> None:
+    """The process table, by the identity in each instance's environment, finds what the
+    records missed: the next leader adopts it (and records it) instead of starting a copy."""
+    marker = f"unrecorded-{tmp_path.name}"
+    store = ZooKeeperStorage(zk_client, Paths("/unrecorded"))
+    config = TaskConfig.make(
+        ["sleep", "300"], environment={"PULSEGATE_MARKER": marker}, stop_grace_ms=300
+    )
+    first = LocalDriver(SystemClock(), tmp_path, tmp_path / "logs", FailingRecords(store, "host"))
+    second = LocalDriver(SystemClock(), tmp_path, tmp_path / "logs", InstanceRecords(store, "host"))
+    try:
+        first.set_acting(True)
+        first.reconcile(JOB, {0: config})
+        pid = wait_until(lambda: first.pids(JOB).get(0), timeout=30)
+        first.stop()  # its leader goes; the instance runs on, unrecorded
+        assert second.records is not None and second.records.load() == {}
+        second.takeover({JOB: {0: config}})
+        second.set_acting(True)
+        wait_until(lambda: (JOB, 0) in second.records.load(), timeout=10)
+        assert second.records.load()[(JOB, 0)].pid == pid
+        assert second.pids(JOB) == {0: pid} and list(marked_processes(marker)) == [pid]
+    finally:
+        first.stop()
+        second.stop()
         kill_marked(marker)

@@ -41,6 +41,7 @@ from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.instance import Instance, backoff_delay
 from scheduler.drivers.process import (
+    SCOPE_VAR,
     GroupScan,
     ProcessGroup,
     ProcessId,
@@ -48,6 +49,7 @@ from scheduler.drivers.process import (
     free_port,
     identify,
     is_session_leader,
+    scan_scope,
     spawn,
 )
 from scheduler.drivers.records import InstanceRecord, InstanceRecords
@@ -59,6 +61,7 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
+DIGEST_VAR = "PULSEGATE_CONFIG_DIGEST"
 RECORD_RETRY_S = 1.0
 Key = tuple[JobKey, int]
 
@@ -84,6 +87,7 @@ class LocalDriver:
         self.base_dir = base_dir
         self.log_dir = log_dir
         self.records = records
+        self._scope = records.scope if records is not None else None
         self.log_limit_bytes = log_limit_bytes
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -151,6 +155,7 @@ class LocalDriver:
         with self._records_io:  # an earlier term's write in flight lands before the read
             records = self.records.load() if self.records is not None else {}
             alive = {key: r for key, r in records.items() if _still_runs(r)}
+            found = self._find_processes()
             with self._lock:
                 self._outbox.clear()  # the last term's; the rebuild says what to record now
                 self._next_flush = 0.0
@@ -158,6 +163,7 @@ class LocalDriver:
                     # Deleted whether acting yet or not: takeover is the new leader's call. What a
                     # dead process left behind is not signalled: its group id may be someone else's.
                     self._outbox[key] = None
+                self._merge_found(alive, found)
                 self._rebuild(alive, desired)
                 for (job, instance_id), inst in self._instances.items():
                     inst.desired = desired.get(job, {}).get(instance_id)
@@ -195,6 +201,60 @@ class LocalDriver:
 
     # -- adoption ------------------------------------------------------------------------------
 
+    def _find_processes(self) -> dict[Key, list[InstanceRecord]]:
+        """Our cluster's instances in the process table, recorded or not, as records (from the
+        identity `_start` put in their environment), newest first."""
+        if self._scope is None:
+            return {}
+        found: dict[Key, list[InstanceRecord]] = {}
+        for pid, env in scan_scope(self._scope).items():
+            ident = identify(pid)
+            try:
+                job = JobKey.parse(env["PULSEGATE_JOB"])
+                instance_id = int(env["PULSEGATE_INSTANCE_ID"])
+                port = int(env.get("PORT", "0"))
+            except (KeyError, ValueError, PulsegateError):
+                continue
+            if ident is None:
+                continue
+            record = InstanceRecord(
+                job,
+                instance_id,
+                pid,
+                ident.start_ticks,
+                ident.boot_id,
+                env.get(DIGEST_VAR, ""),
+                port,
+                str(self._log_path(job, instance_id)),
+                0,
+            )
+            found.setdefault((job, instance_id), []).append(record)
+        for records in found.values():
+            records.sort(key=lambda r: r.start_ticks, reverse=True)
+        return found
+
+    def _merge_found(
+        self, alive: dict[Key, InstanceRecord], found: Mapping[Key, Sequence[InstanceRecord]]
+    ) -> None:
+        """A running instance whose record never landed (ZooKeeper was away when it started, and
+        its leader went) is adopted and recorded; a second copy of a recorded one is stopped.
+        Processes this driver knows are left to `_rebuild`."""
+        known = {i.ident.pid for i in (*self._instances.values(), *self._strays) if i.ident}
+        for key, records in found.items():
+            for record in records:
+                if key in alive and alive[key].pid == record.pid:
+                    continue
+                if key not in alive:
+                    alive[key] = record
+                    self._queue(key, record)
+                    log.warning("instance_found_unrecorded", job=str(key[0]), instance=key[1])
+                elif record.pid not in known:
+                    stray = Instance(*key)
+                    stray.ident = _ident(record)
+                    stray.group = ProcessGroup(record.pid)
+                    self._strays.append(stray)
+                    log.warning("instance_duplicate_found", job=str(key[0]), instance=key[1])
+
     def _rebuild(
         self,
         alive: Mapping[Key, InstanceRecord],
@@ -228,8 +288,10 @@ class LocalDriver:
     def _discard(self, inst: Instance) -> None:
         """Forget an instance a record contradicts; a process of it that may still run (or
         have left something running) is stopped."""
-        if inst.group is not None or (inst.ident is not None and inst.is_alive()):
+        alive = inst.ident is not None and inst.is_alive()
+        if inst.group is not None or alive:
             self._strays.append(inst)
+        if alive:
             log.warning(
                 "instance_duplicate_found",
                 job=str(inst.job),
@@ -373,9 +435,16 @@ class LocalDriver:
         if not inst.port:
             inst.port = free_port()
         job = inst.job
-        inst.log = self.log_dir / job.role / job.environment / job.name / f"{inst.instance_id}.log"
+        inst.log = self._log_path(job, inst.instance_id)
+        identity = {
+            "PULSEGATE_JOB": str(job),
+            "PULSEGATE_INSTANCE_ID": str(inst.instance_id),
+            DIGEST_VAR: config_digest(config),
+        }
+        if self._scope is not None:
+            identity[SCOPE_VAR] = self._scope
         try:
-            inst.proc = spawn(config, inst.port, inst.log, self.base_dir)
+            inst.proc = spawn(config, inst.port, inst.log, self.base_dir, identity)
         except (OSError, ValueError) as e:
             inst.proc, inst.ident = None, None
             inst.failures += 1
@@ -391,6 +460,9 @@ class LocalDriver:
         inst.state = S.STARTING
         self._arm_health(inst, adopted=False)
         self._record(inst)
+
+    def _log_path(self, job: JobKey, instance_id: int) -> Path:
+        return self.log_dir / job.role / job.environment / job.name / f"{instance_id}.log"
 
     def _arm_health(self, inst: Instance, adopted: bool) -> None:
         check = inst.config.health_check if inst.config else None

@@ -40,6 +40,14 @@ class InstanceRecords:
         self.host = host
         self._host_ready = False
 
+    @property
+    def scope(self) -> str:
+        """Names this cluster's records of this host (ZooKeeper servers, chroot, path), for the
+        environment of the processes they record."""
+        client = self.store.client
+        hosts = ",".join(f"{h}:{p}" for h, p in client.hosts or ())
+        return f"{hosts}{client.chroot or ''}{self.store.paths.host(self.host)}"
+
     def _path(self, job: JobKey, instance_id: int) -> str:
         return self.store.paths.instance_record(self.host, job, instance_id)
 
