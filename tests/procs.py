@@ -175,7 +175,7 @@ def http_status(proc: SchedulerProcess, path: str = "/ready") -> tuple[int, dict
     import urllib.error
     import urllib.request
 
-    started = next((e for e in proc.log_events() if e.get("event") == "scheduler_started"), None)
+    started = last_start(proc)
     if started is None:
         return None
     try:
@@ -189,8 +189,18 @@ def http_status(proc: SchedulerProcess, path: str = "/ready") -> tuple[int, dict
 
 def api_address(proc: SchedulerProcess) -> str | None:
     """The process's Thrift API address, from its start-up log line."""
-    started = next((e for e in proc.log_events() if e.get("event") == "scheduler_started"), None)
+    started = last_start(proc)
     return None if started is None else str(started["api"])
+
+
+def last_start(proc: SchedulerProcess) -> dict[str, Any] | None:
+    """The latest start-up log line: a process restarted under the same name appends to its
+    log, and only its latest start says where it listens now."""
+    found = None
+    for event in proc.log_events():
+        if event.get("event") == "scheduler_started":
+            found = event
+    return found
 
 
 def marked_processes(marker: str) -> dict[int, dict[str, str]]:
