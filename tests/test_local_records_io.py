@@ -4,12 +4,18 @@ instance whose record never landed is found in the process table by the next lea
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import structlog
 
 from scheduler.clock import SystemClock
 from scheduler.drivers.local import LocalDriver
 from scheduler.drivers.records import InstanceRecord, InstanceRecords
+from scheduler.fencing import NotLeader
 from scheduler.paths import Paths
 from scheduler.zkstore import ZooKeeperStorage
 from updater.driver import InstanceState
@@ -102,3 +108,46 @@ def test_an_instance_whose_record_never_landed_is_adopted_not_started_again(
         first.stop()
         second.stop()
         kill_marked(marker)
+
+
+class Deposed:
+    """A fence that says this scheduler no longer leads (its session ended unnoticed)."""
+
+    def node(self) -> str:
+        raise NotLeader("this scheduler is not the acting leader")
+
+
+def test_a_leader_whose_session_ended_unnoticed_starts_nothing(zk_client, tmp_path: Path) -> None:
+    """The driver still believes it acts (nobody told it yet), but each start first asks
+    ZooKeeper through the fence: a deposed leader must not start a copy of what the new leader
+    runs."""
+    marker = f"deposed-{tmp_path.name}"
+    store = ZooKeeperStorage(zk_client, Paths("/deposed"), fence=Deposed())
+    config = TaskConfig.make(
+        ["sleep", "300"], environment={"PULSEGATE_MARKER": marker}, stop_grace_ms=300
+    )
+    driver = LocalDriver(SystemClock(), tmp_path, tmp_path / "logs", InstanceRecords(store, "h"))
+    try:
+        with _warning_logs() as logs:
+            driver.set_acting(True)
+            driver.reconcile(JOB, {0: config})
+            wait_until(
+                lambda: any(e["event"] == "instances_not_started" for e in logs),
+                timeout=30,
+                message="the start was not refused",
+            )
+        assert driver.pids(JOB) == {} and marked_processes(marker) == {}
+    finally:
+        driver.stop()
+        kill_marked(marker)
+
+
+@contextlib.contextmanager
+def _warning_logs() -> Iterator[list[dict]]:
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(wrapper_class=wrapper)

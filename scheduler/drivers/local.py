@@ -97,6 +97,7 @@ class LocalDriver:
         self.acting = False
         self._instances: dict[Key, Instance] = {}
         self._strays: list[Instance] = []  # copies no record names, being stopped
+        self._due: list[tuple[Instance, TaskConfig]] = []  # to start after this tick's lock
         # Record writes (a record) and deletes (None) still to make, the latest per instance.
         self._outbox: dict[Key, InstanceRecord | None] = {}
         self._next_flush = 0.0
@@ -367,6 +368,9 @@ class LocalDriver:
             for inst in list(self._instances.values()):
                 if inst.log is not None:
                     cap_log(inst.log, self.log_limit_bytes)
+        due, self._due = self._due, []
+        if due:
+            changed += self._start_due(due)
         listener = self._listener
         if listener is not None:
             for job, instance_id in changed:
@@ -408,11 +412,11 @@ class LocalDriver:
                 self._kill(inst, now, "replaced")
             elif inst.state in (S.ABSENT, S.EXITED):
                 inst.failures, inst.backoff_streak, inst.message = 0, 0, ""
-                self._start(inst, inst.desired, now)
+                self._due.append((inst, inst.desired))
         elif (
             inst.state is S.EXITED and inst.restart_at is not None and now >= inst.restart_at
         ) or inst.state is S.ABSENT:
-            self._start(inst, inst.desired, now)
+            self._due.append((inst, inst.desired))
 
     def _stop_stray(self, inst: Instance, now: float) -> None:
         """Stop a duplicate, leading or not (a follower that kept it would leave it to nobody):
@@ -426,6 +430,29 @@ class LocalDriver:
             log.info("instance_duplicate_stopped", job=str(inst.job), instance=inst.instance_id)
 
     # -- transitions -----------------------------------------------------------------------------
+
+    def _start_due(self, due: list[tuple[Instance, TaskConfig]]) -> list[Key]:
+        """Start what the tick found missing, once a round trip to ZooKeeper has shown that
+        this scheduler still leads: a leader whose session ended unnoticed (starved, paused,
+        cut off) must not start a copy of what the new leader runs. Off `_lock` for the check;
+        under `_records_io`, so no takeover reads the records between the check and the start."""
+        with self._records_io:
+            if self.records is not None:
+                try:
+                    self.records.confirm_leading()
+                except PulsegateError as e:  # the next tick asks again
+                    log.warning("instances_not_started", why=e.message, instances=len(due))
+                    return []
+            started: list[Key] = []
+            with self._lock:
+                for inst, config in due:
+                    key = (inst.job, inst.instance_id)
+                    current = self._instances.get(key) is inst and inst.desired == config
+                    if self.acting and current and inst.state in (S.ABSENT, S.EXITED):
+                        self._start(inst, config, time.monotonic())
+                        if self._publish(inst):
+                            started.append(key)
+            return started
 
     def _start(self, inst: Instance, config: TaskConfig, now: float) -> None:
         inst.generation += 1

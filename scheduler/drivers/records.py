@@ -95,6 +95,13 @@ class InstanceRecords:
         if failure is not None:
             raise PulsegateError(f"could not record {path}: {type(failure[1]).__name__}")
 
+    def confirm_leading(self) -> None:
+        """A round trip that checks the fence and writes nothing: proof that this scheduler
+        still leads now, not only when its connection last said so. Raises NotLeader or
+        Unavailable."""
+        if self.store.fence is not None:
+            self.store.commit([], "confirm leadership")
+
     def delete(self, job: JobKey, instance_id: int) -> None:
         path = self._path(job, instance_id)
         failure = self.store.failure(
