@@ -48,9 +48,18 @@ from scheduler.drivers.process import (
     cap_log,
     free_port,
     identify,
-    is_session_leader,
-    scan_scope,
     spawn,
+)
+from scheduler.drivers.rebuild import (
+    DIGEST_VAR,
+    INSTANCE_VAR,
+    JOB_VAR,
+    Key,
+    Rebuild,
+    find_processes,
+    ident,
+    plan,
+    still_runs,
 )
 from scheduler.drivers.records import InstanceRecord, InstanceRecords
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
@@ -61,9 +70,7 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
-DIGEST_VAR = "PULSEGATE_CONFIG_DIGEST"
 RECORD_RETRY_S = 1.0
-Key = tuple[JobKey, int]
 
 
 class LocalDriver:
@@ -155,17 +162,16 @@ class LocalDriver:
         nothing, if the records cannot be read: starting afresh would run every instance twice."""
         with self._records_io:  # an earlier term's write in flight lands before the read
             records = self.records.load() if self.records is not None else {}
-            alive = {key: r for key, r in records.items() if _still_runs(r)}
-            found = self._find_processes()
+            alive = {key: r for key, r in records.items() if still_runs(r)}
+            found = find_processes(self._scope, self._log_path) if self._scope else {}
             with self._lock:
-                self._outbox.clear()  # the last term's; the rebuild says what to record now
-                self._next_flush = 0.0
-                for key in records.keys() - alive.keys():
-                    # Deleted whether acting yet or not: takeover is the new leader's call. What a
-                    # dead process left behind is not signalled: its group id may be someone else's.
-                    self._outbox[key] = None
-                self._merge_found(alive, found)
-                self._rebuild(alive, desired)
+                # Dead records are deleted whether acting yet or not: takeover is the new
+                # leader's call. What a dead process left behind is not signalled: its group id
+                # may be someone else's by now.
+                dead = [key for key in records if key not in alive]
+                self._apply_rebuild(
+                    plan(alive, dead, found, self._instances, self._strays), desired
+                )
                 for (job, instance_id), inst in self._instances.items():
                     inst.desired = desired.get(job, {}).get(instance_id)
                 for job, instances in desired.items():
@@ -202,107 +208,40 @@ class LocalDriver:
 
     # -- adoption ------------------------------------------------------------------------------
 
-    def _find_processes(self) -> dict[Key, list[InstanceRecord]]:
-        """Our cluster's instances in the process table, recorded or not, as records (from the
-        identity `_start` put in their environment), newest first."""
-        if self._scope is None:
-            return {}
-        found: dict[Key, list[InstanceRecord]] = {}
-        for pid, env in scan_scope(self._scope).items():
-            ident = identify(pid)
-            try:
-                job = JobKey.parse(env["PULSEGATE_JOB"])
-                instance_id = int(env["PULSEGATE_INSTANCE_ID"])
-                port = int(env.get("PORT", "0"))
-            except (KeyError, ValueError, PulsegateError):
-                continue
-            if ident is None:
-                continue
-            record = InstanceRecord(
-                job,
-                instance_id,
-                pid,
-                ident.start_ticks,
-                ident.boot_id,
-                env.get(DIGEST_VAR, ""),
-                port,
-                str(self._log_path(job, instance_id)),
-                0,
-            )
-            found.setdefault((job, instance_id), []).append(record)
-        for records in found.values():
-            records.sort(key=lambda r: r.start_ticks, reverse=True)
-        return found
-
-    def _merge_found(
-        self, alive: dict[Key, InstanceRecord], found: Mapping[Key, Sequence[InstanceRecord]]
+    def _apply_rebuild(
+        self, rebuild: Rebuild, desired: Mapping[JobKey, Mapping[int, TaskConfig]]
     ) -> None:
-        """A running instance whose record never landed (ZooKeeper was away when it started, and
-        its leader went) is adopted and recorded; a second copy of a recorded one is stopped.
-        Processes this driver knows are left to `_rebuild`."""
-        known = {i.ident.pid for i in (*self._instances.values(), *self._strays) if i.ident}
-        for key, records in found.items():
-            for record in records:
-                if key in alive and alive[key].pid == record.pid:
-                    continue
-                if key not in alive:
-                    alive[key] = record
-                    self._queue(key, record)
-                    log.warning("instance_found_unrecorded", job=str(key[0]), instance=key[1])
-                elif record.pid not in known:
-                    stray = Instance(*key)
-                    stray.ident = _ident(record)
-                    stray.group = ProcessGroup(record.pid)
-                    self._strays.append(stray)
-                    log.warning("instance_duplicate_found", job=str(key[0]), instance=key[1])
-
-    def _rebuild(
-        self,
-        alive: Mapping[Key, InstanceRecord],
-        desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-    ) -> None:
-        """Make the in-memory view the records' (under `_lock`). An instance we know keeps its
-        state only if it is the recorded process; a live process of ours that the records lost
-        is kept and recorded again; one that a record of another process replaced is stopped."""
-        old, self._instances = self._instances, {}
+        """Make a takeover's picture this driver's view (under `_lock`)."""
+        self._outbox.clear()  # the last term's; the rebuild says what to record now
+        self._next_flush = 0.0
+        for key in rebuild.forget:
+            self._queue(key, None)
         self._observed.clear()
-        for key, record in alive.items():
-            known = old.pop(key, None)
-            if known is not None and known.ident == _ident(record):
-                self._keep(key, known)
-                continue
-            if known is not None:
-                self._discard(known)
+        self._instances = rebuild.keep
+        for inst in self._instances.values():
+            inst.published = ()  # publish it afresh
+        for key, record in rebuild.adopt.items():
             self._adopt(record, desired.get(key[0], {}).get(key[1]))
-        for key, known in old.items():
-            if known.ident is not None and known.is_alive():
-                self._keep(key, known)
-                self._record(known)
-                log.warning("instance_recorded_again", job=str(key[0]), instance=key[1])
-            else:
-                self._discard(known)
-
-    def _keep(self, key: Key, inst: Instance) -> None:
-        inst.published = ()  # publish it afresh
-        self._instances[key] = inst
-
-    def _discard(self, inst: Instance) -> None:
-        """Forget an instance a record contradicts; a process of it that may still run (or
-        have left something running) is stopped."""
-        alive = inst.ident is not None and inst.is_alive()
-        if inst.group is not None or alive:
-            self._strays.append(inst)
-        if alive:
+        for record in rebuild.record:
+            self._queue((record.job, record.instance_id), record)
             log.warning(
-                "instance_duplicate_found",
-                job=str(inst.job),
-                instance=inst.instance_id,
-                pid=inst.ident.pid if inst.ident else None,
+                "instance_found_unrecorded", job=str(record.job), instance=record.instance_id
             )
+        for inst in rebuild.rerecord:
+            self._record(inst)
+        for inst in rebuild.strays:
+            if inst.ident is not None and inst.is_alive():
+                log.warning(
+                    "instance_duplicate_found",
+                    job=str(inst.job),
+                    instance=inst.instance_id,
+                    pid=inst.ident.pid,
+                )
+        self._strays += rebuild.strays
 
     def _adopt(self, record: InstanceRecord, wanted: TaskConfig | None) -> None:
         inst = self._instance(record.job, record.instance_id)
-        inst.ident = _ident(record)
+        inst.ident = ident(record)
         inst.group = ProcessGroup(record.pid)
         inst.port = record.port
         inst.log = Path(record.log)
@@ -464,8 +403,8 @@ class LocalDriver:
         job = inst.job
         inst.log = self._log_path(job, inst.instance_id)
         identity = {
-            "PULSEGATE_JOB": str(job),
-            "PULSEGATE_INSTANCE_ID": str(inst.instance_id),
+            JOB_VAR: str(job),
+            INSTANCE_VAR: str(inst.instance_id),
             DIGEST_VAR: config_digest(config),
         }
         if self._scope is not None:
@@ -673,13 +612,3 @@ class LocalDriver:
                 inst.message,
             )
         return True
-
-
-def _ident(record: InstanceRecord) -> ProcessId:
-    return ProcessId(record.pid, record.start_ticks, record.boot_id)
-
-
-def _still_runs(record: InstanceRecord) -> bool:
-    """Whether the recorded process is still that process (pid, start time since boot, boot
-    id) and leads its own group, as every process `spawn` starts does."""
-    return _ident(record).is_alive() and is_session_leader(record.pid)
