@@ -61,7 +61,7 @@ from scheduler.drivers.rebuild import (
     plan,
     still_runs,
 )
-from scheduler.drivers.records import InstanceRecord, InstanceRecords
+from scheduler.drivers.records import InstanceRecord, InstanceRecords, RecordQueue
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
 from updater.errors import PulsegateError
 from updater.keys import JobKey
@@ -70,7 +70,6 @@ from updater.task import TaskConfig
 log = structlog.get_logger(__name__)
 S = InstanceState
 LIVE = (S.STARTING, S.RUNNING, S.HEALTHY)
-RECORD_RETRY_S = 1.0
 
 
 class LocalDriver:
@@ -105,12 +104,10 @@ class LocalDriver:
         self._instances: dict[Key, Instance] = {}
         self._strays: list[Instance] = []  # copies no record names, being stopped
         self._due: list[tuple[Instance, TaskConfig]] = []  # to start after this tick's lock
-        # Record writes (a record) and deletes (None) still to make, the latest per instance.
-        self._outbox: dict[Key, InstanceRecord | None] = {}
-        self._next_flush = 0.0
-        # Serialises record I/O, so no write of an earlier term lands after a takeover's read.
-        # Taken before `_lock`, never while holding it.
-        self._records_io = threading.Lock()
+        self._writes = RecordQueue(records) if records is not None else None
+        # Serialises record I/O (the queue's flush, a takeover's read, a start's leadership
+        # check). Taken before `_lock`, never while holding it.
+        self._records_io = self._writes.io if self._writes is not None else threading.Lock()
         self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
         self._listener: Callable[[JobKey, int], None] | None = None
         self._lock = threading.RLock()
@@ -194,8 +191,8 @@ class LocalDriver:
         self._wake.set()
         self._thread.join(timeout=10)
         self._checks.shutdown(wait=False, cancel_futures=True)
-        self._next_flush = 0.0
-        self._flush_records()  # a record still queued would leave its process to nobody
+        if self._writes is not None:  # a record still queued would leave its process to nobody
+            self._writes.flush(force=True)
 
     def pids(self, job: JobKey) -> dict[int, int]:
         """Live instance pids, for tests and tools."""
@@ -212,8 +209,8 @@ class LocalDriver:
         self, rebuild: Rebuild, desired: Mapping[JobKey, Mapping[int, TaskConfig]]
     ) -> None:
         """Make a takeover's picture this driver's view (under `_lock`)."""
-        self._outbox.clear()  # the last term's; the rebuild says what to record now
-        self._next_flush = 0.0
+        if self._writes is not None:
+            self._writes.clear()  # the last term's; the rebuild says what to record now
         for key in rebuild.forget:
             self._queue(key, None)
         self._observed.clear()
@@ -273,7 +270,8 @@ class LocalDriver:
             self._wake.clear()
             try:
                 self._tick()
-                self._flush_records()
+                if self._writes is not None:
+                    self._writes.flush()
             except Exception:  # the reconciler must not die
                 log.exception("local_driver_tick_failed")
 
@@ -544,7 +542,7 @@ class LocalDriver:
     # -- records and observation -------------------------------------------------------------------
 
     def _record(self, inst: Instance) -> None:
-        """Queue the instance's record (under `_lock`); `_flush_records` writes it."""
+        """Queue the instance's record; the reconciler thread writes it after its tick."""
         if self.records is None or inst.ident is None or inst.config is None:
             return
         record = InstanceRecord(
@@ -565,34 +563,8 @@ class LocalDriver:
             self._queue((job, instance_id), None)
 
     def _queue(self, key: Key, record: InstanceRecord | None) -> None:
-        if self.records is not None:
-            self._outbox.pop(key, None)  # only the latest matters, and it goes last
-            self._outbox[key] = record
-
-    def _flush_records(self) -> None:
-        """Write the queued records, off `_lock`. A failure (ZooKeeper away, or not leading
-        for now) keeps it and what follows for a retry; a takeover replaces them all."""
-        if self.records is None or not self._outbox or time.monotonic() < self._next_flush:
-            return
-        with self._records_io:
-            with self._lock:
-                pending, self._outbox = self._outbox, {}
-            for (job, instance_id), record in list(pending.items()):
-                try:
-                    if record is None:
-                        self.records.delete(job, instance_id)
-                    else:
-                        self.records.save(record)
-                except PulsegateError as e:
-                    log.warning(
-                        "instance_not_recorded", job=str(job), instance=instance_id, why=e.message
-                    )
-                    with self._lock:  # anything queued since is newer and wins
-                        for key, value in pending.items():
-                            self._outbox.setdefault(key, value)
-                    self._next_flush = time.monotonic() + RECORD_RETRY_S
-                    return
-                del pending[(job, instance_id)]
+        if self._writes is not None:
+            self._writes.put(key, record)
 
     def _publish(self, inst: Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)

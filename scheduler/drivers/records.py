@@ -5,6 +5,8 @@ local driver's reconciler thread makes them."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import attrs
@@ -109,6 +111,56 @@ class InstanceRecords:
         )
         if failure is not None and not isinstance(failure[1], NoNodeError):
             raise PulsegateError(f"could not delete {path}: {type(failure[1]).__name__}")
+
+
+class RecordQueue:
+    """Record writes (a record) and deletes (None) still to make, the latest per instance: the
+    local driver queues them under its lock and `flush` makes them off it. `io` serialises
+    record I/O, held by `flush` and by a takeover's read, so no write of an earlier term lands
+    after that read. A failed write stays queued, with what follows, for a retry."""
+
+    def __init__(self, records: InstanceRecords, retry_s: float = 1.0) -> None:
+        self.records = records
+        self.retry_s = retry_s
+        self.io = threading.Lock()
+        self._lock = threading.Lock()  # innermost: held for dict operations only
+        self._pending: dict[tuple[JobKey, int], InstanceRecord | None] = {}
+        self._next = 0.0
+
+    def put(self, key: tuple[JobKey, int], record: InstanceRecord | None) -> None:
+        with self._lock:
+            self._pending.pop(key, None)  # only the latest matters, and it goes last
+            self._pending[key] = record
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._next = 0.0
+
+    def flush(self, force: bool = False) -> None:
+        """Make the queued writes (ZooKeeper I/O: never under the driver's lock); unless
+        `force`, not before the retry time after a failure."""
+        if not self._pending or (not force and time.monotonic() < self._next):
+            return
+        with self.io:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for (job, instance_id), record in list(pending.items()):
+                try:
+                    if record is None:
+                        self.records.delete(job, instance_id)
+                    else:
+                        self.records.save(record)
+                except PulsegateError as e:
+                    log.warning(
+                        "instance_not_recorded", job=str(job), instance=instance_id, why=e.message
+                    )
+                    with self._lock:  # anything queued since is newer and wins
+                        for key, value in pending.items():
+                            self._pending.setdefault(key, value)
+                        self._next = time.monotonic() + self.retry_s
+                    return
+                del pending[(job, instance_id)]
 
 
 def _record(job: JobKey, instance_id: int, v: dict[str, Any]) -> InstanceRecord:
