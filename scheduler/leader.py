@@ -207,6 +207,10 @@ class LeaderLoop(Takeover):
                 self.serving_epoch is not None
             ):
                 self._drop("leadership lost")
+            elif self.leadership.role is Role.SUSPENDED:
+                # Back in the same term, it rebuilds as at a takeover: a step the driver had
+                # half done (stopped, not yet started) waits for a fresh heartbeat (rule 8).
+                self.serving_epoch = None
             self._fail_commands(NotLeader("this scheduler is not the acting leader"))
             self.metrics.set_leader(False)
             self._set_driver_acting(False)  # keep observing, stop acting
