@@ -204,7 +204,7 @@ class LeaderLoop(Takeover):
         if not self.leadership.is_acting():
             # SUSPENDED keeps memory (the session may come back); a lost session does not.
             if self.leadership.role in (Role.FOLLOWER, Role.STOPPED) and (
-                self.serving_epoch is not None
+                self.serving_epoch is not None or self.runs
             ):
                 self._drop("leadership lost")
             elif self.leadership.role is Role.SUSPENDED:
