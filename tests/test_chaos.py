@@ -37,7 +37,7 @@ def test_a_short_seeded_fault_run_finds_no_violation(tmp_path: Path) -> None:
     assert found, f"no headline: {lines[-1]!r}"
     faults, violations, updates = int(found[1]), int(found[3]), int(found[4])
     assert violations == 0, "\n".join(lines)
-    assert faults >= 3 and updates >= 2, lines[-1]  # it did run faults during updates
+    assert faults >= 3 and updates >= 1, lines[-1]  # it did run faults during updates
 
 
 # -- the checker can fail: each invariant, broken on purpose -------------------------------------
