@@ -41,7 +41,7 @@ from updater.settings import Settings, Strategy  # noqa: E402
 from updater.status import UpdateStatus  # noqa: E402
 from updater.task import HealthCheck, HealthCheckKind, TaskConfig  # noqa: E402
 
-from procs import SchedulerProcess, api_address, kill_marked, leader, marked_processes  # noqa: E402
+from procs import SchedulerProcess, kill_marked, leader, marked_processes  # noqa: E402
 
 TICK_MS = 500  # ZooKeeper expires sessions in tick buckets: a short tick keeps expiry near S
 KINDS = (
@@ -72,18 +72,18 @@ class Cluster:
         self.admin.start(timeout=30)
         self.procs: dict[str, SchedulerProcess] = {}
         self._addresses: dict[tuple[str, int], str] = {}
+        self._log_start: dict[str, int] = {}
         for name in NAMES:
             self.start(name)
 
     def start(self, name: str) -> None:
-        self.procs[name] = SchedulerProcess(
-            name,
-            self.zk.hosts,
-            self.paths,
-            self.workdir,
-            self.session_s,
-            args=["--driver", "local"],
-        ).start()
+        args = ["--driver", "local"]
+        proc = SchedulerProcess(
+            name, self.zk.hosts, self.paths, self.workdir, self.session_s, args=args
+        )
+        # A restart appends to the same log: only what this process writes says where it listens.
+        self._log_start[name] = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+        self.procs[name] = proc.start()
 
     def alive(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.proc is not None and p.proc.poll() is None]
@@ -109,10 +109,15 @@ class Cluster:
         proc = self.procs[name]
         key = (name, proc.pid)
         if key not in self._addresses:
-            found = api_address(proc)
-            if found is None:
-                return None
-            self._addresses[key] = found
+            with proc.log_path.open("rb") as log:
+                log.seek(self._log_start[name])
+                lines = log.read().decode(errors="replace").splitlines()
+            for line in lines:
+                if '"scheduler_started"' in line:
+                    with contextlib.suppress(ValueError, KeyError):
+                        self._addresses[key] = str(json.loads(line)["api"])
+            if key not in self._addresses:
+                return None  # not listening yet
         return self._addresses[key]
 
     def close(self) -> None:
