@@ -239,9 +239,13 @@ class LeaderLoop:
         if not self.leadership.is_acting():
             # SUSPENDED keeps memory (the session may come back); a lost session does not.
             if self.leadership.role in (Role.FOLLOWER, Role.STOPPED) and (
-                self.serving_epoch is not None
+                self.serving_epoch is not None or self.runs
             ):
                 self._drop("leadership lost")
+            elif self.leadership.role is Role.SUSPENDED:
+                # Back in the same term, it rebuilds as at a takeover: a step the driver had
+                # half done (stopped, not yet started) waits for a fresh heartbeat (rule 8).
+                self.serving_epoch = None
             self._fail_commands(NotLeader("this scheduler is not the acting leader"))
             self.metrics.set_leader(False)
             self._set_driver_acting(False)  # keep observing, stop acting

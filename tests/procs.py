@@ -3,6 +3,7 @@ processes, signal them by pid, and read what they did (ZooKeeper contents, sim a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,7 +176,7 @@ def http_status(proc: SchedulerProcess, path: str = "/ready") -> tuple[int, dict
     import urllib.error
     import urllib.request
 
-    started = next((e for e in proc.log_events() if e.get("event") == "scheduler_started"), None)
+    started = last_start(proc)
     if started is None:
         return None
     try:
@@ -189,5 +190,42 @@ def http_status(proc: SchedulerProcess, path: str = "/ready") -> tuple[int, dict
 
 def api_address(proc: SchedulerProcess) -> str | None:
     """The process's Thrift API address, from its start-up log line."""
-    started = next((e for e in proc.log_events() if e.get("event") == "scheduler_started"), None)
+    started = last_start(proc)
     return None if started is None else str(started["api"])
+
+
+def last_start(proc: SchedulerProcess) -> dict[str, Any] | None:
+    """The latest start-up log line: a process restarted under the same name appends to its
+    log, and only its latest start says where it listens now."""
+    found = None
+    for event in proc.log_events():
+        if event.get("event") == "scheduler_started":
+            found = event
+    return found
+
+
+def marked_processes(marker: str) -> dict[int, dict[str, str]]:
+    """Every live (not zombie) process whose environment holds `PULSEGATE_MARKER=<marker>`,
+    pid -> environment: the instances a test or benchmark started, found without asking any
+    scheduler, so a duplicate or an orphan shows up whoever started it."""
+    needle = f"PULSEGATE_MARKER={marker}".encode()
+    found: dict[int, dict[str, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in environ.split(b"\0") and state not in ("Z", "X"):
+            pairs = (item.partition(b"=") for item in environ.split(b"\0") if item)
+            found[int(entry.name)] = {k.decode(): v.decode(errors="replace") for k, _, v in pairs}
+    return found
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL what `marked_processes` finds (clean-up after a failed test: they are ours)."""
+    for pid in marked_processes(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

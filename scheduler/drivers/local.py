@@ -14,11 +14,18 @@ its place until then (a leftover would hold the instance's port).
 A new leader adopts what runs: every process is recorded durably (pid, start time, boot id,
 config digest, port) when it starts, and `takeover` keeps each recorded process that is still
 the same process and runs the desired config. A healthy instance is never killed by a restart.
+The records, not this driver's memory, are the truth at a takeover: a scheduler that led
+before may hold a view another leader has since changed (it replaced our processes with its
+own), so the view is rebuilt from the records, and a copy of ours the records do not name is
+stopped as a duplicate.
+
+Threads: the reconciler thread steps instances and writes the records; the leader loop calls
+the Driver methods. `_lock` guards the instances and is never held across ZooKeeper I/O: record
+writes are queued under it and made after it is released.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -34,16 +41,27 @@ from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.instance import Instance, backoff_delay
 from scheduler.drivers.process import (
+    SCOPE_VAR,
     GroupScan,
     ProcessGroup,
     ProcessId,
     cap_log,
     free_port,
     identify,
-    is_session_leader,
     spawn,
 )
-from scheduler.drivers.records import InstanceRecord, InstanceRecords
+from scheduler.drivers.rebuild import (
+    DIGEST_VAR,
+    INSTANCE_VAR,
+    JOB_VAR,
+    Key,
+    Rebuild,
+    find_processes,
+    ident,
+    plan,
+    still_runs,
+)
+from scheduler.drivers.records import InstanceRecord, InstanceRecords, RecordQueue
 from updater.driver import Action, ActionKind, InstanceState, ObservedInstance
 from updater.errors import PulsegateError
 from updater.keys import JobKey
@@ -75,6 +93,7 @@ class LocalDriver:
         self.base_dir = base_dir
         self.log_dir = log_dir
         self.records = records
+        self._scope = records.scope if records is not None else None
         self.log_limit_bytes = log_limit_bytes
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -82,7 +101,13 @@ class LocalDriver:
             1000 * (backoff_cap_s if stable_after_s is None else stable_after_s)
         )
         self.acting = False
-        self._instances: dict[tuple[JobKey, int], Instance] = {}
+        self._instances: dict[Key, Instance] = {}
+        self._strays: list[Instance] = []  # copies no record names, being stopped
+        self._due: list[tuple[Instance, TaskConfig]] = []  # to start after this tick's lock
+        self._writes = RecordQueue(records) if records is not None else None
+        # Serialises record I/O (the queue's flush, a takeover's read, a start's leadership
+        # check). Taken before `_lock`, never while holding it.
+        self._records_io = self._writes.io if self._writes is not None else threading.Lock()
         self._observed: dict[JobKey, dict[int, ObservedInstance]] = {}
         self._listener: Callable[[JobKey, int], None] | None = None
         self._lock = threading.RLock()
@@ -129,22 +154,28 @@ class LocalDriver:
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
         hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
-        """Adopt recorded processes that still run, then reconcile every job; recorded
+        """Rebuild what this driver knows from the records, then reconcile every job; recorded
         processes of jobs that no longer exist are stopped. Raises Unavailable, having changed
         nothing, if the records cannot be read: starting afresh would run every instance twice."""
-        records = self.records.load() if self.records is not None else {}
-        with self._lock:
-            for (job, instance_id), record in records.items():
-                if (job, instance_id) not in self._instances:
-                    wanted = desired.get(job, {}).get(instance_id)
-                    self._adopt(record, wanted)
-            for (job, instance_id), inst in self._instances.items():
-                inst.desired = desired.get(job, {}).get(instance_id)
-            for job, instances in desired.items():
-                for instance_id, config in instances.items():
-                    self._instance(job, instance_id).desired = config
-            for job, instance_id in hold:  # as they are until the update acts (rule 8)
-                self._instance(job, instance_id).held = True
+        with self._records_io:  # an earlier term's write in flight lands before the read
+            records = self.records.load() if self.records is not None else {}
+            alive = {key: r for key, r in records.items() if still_runs(r)}
+            found = find_processes(self._scope, self._log_path) if self._scope else {}
+            with self._lock:
+                # Dead records are deleted whether acting yet or not: takeover is the new
+                # leader's call. What a dead process left behind is not signalled: its group id
+                # may be someone else's by now.
+                dead = [key for key in records if key not in alive]
+                self._apply_rebuild(
+                    plan(alive, dead, found, self._instances, self._strays), desired
+                )
+                for (job, instance_id), inst in self._instances.items():
+                    inst.desired = desired.get(job, {}).get(instance_id)
+                for job, instances in desired.items():
+                    for instance_id, config in instances.items():
+                        self._instance(job, instance_id).desired = config
+                for job, instance_id in hold:  # as they are until the update acts (rule 8)
+                    self._instance(job, instance_id).held = True
         self._wake.set()
 
     def set_acting(self, acting: bool) -> None:
@@ -160,6 +191,8 @@ class LocalDriver:
         self._wake.set()
         self._thread.join(timeout=10)
         self._checks.shutdown(wait=False, cancel_futures=True)
+        if self._writes is not None:  # a record still queued would leave its process to nobody
+            self._writes.flush(force=True)
 
     def pids(self, job: JobKey) -> dict[int, int]:
         """Live instance pids, for tests and tools."""
@@ -172,15 +205,40 @@ class LocalDriver:
 
     # -- adoption ------------------------------------------------------------------------------
 
+    def _apply_rebuild(
+        self, rebuild: Rebuild, desired: Mapping[JobKey, Mapping[int, TaskConfig]]
+    ) -> None:
+        """Make a takeover's picture this driver's view (under `_lock`)."""
+        if self._writes is not None:
+            self._writes.clear()  # the last term's; the rebuild says what to record now
+        for key in rebuild.forget:
+            self._queue(key, None)
+        self._observed.clear()
+        self._instances = rebuild.keep
+        for inst in self._instances.values():
+            inst.published = ()  # publish it afresh
+        for key, record in rebuild.adopt.items():
+            self._adopt(record, desired.get(key[0], {}).get(key[1]))
+        for record in rebuild.record:
+            self._queue((record.job, record.instance_id), record)
+            log.warning(
+                "instance_found_unrecorded", job=str(record.job), instance=record.instance_id
+            )
+        for inst in rebuild.rerecord:
+            self._record(inst)
+        for inst in rebuild.strays:
+            if inst.ident is not None and inst.is_alive():
+                log.warning(
+                    "instance_duplicate_found",
+                    job=str(inst.job),
+                    instance=inst.instance_id,
+                    pid=inst.ident.pid,
+                )
+        self._strays += rebuild.strays
+
     def _adopt(self, record: InstanceRecord, wanted: TaskConfig | None) -> None:
-        ident = ProcessId(record.pid, record.start_ticks, record.boot_id)
-        if not ident.is_alive() or not is_session_leader(record.pid):
-            # Deleted whether acting yet or not: takeover is the new leader's call. What a dead
-            # leader left behind is not signalled: its group id may have gone to someone else.
-            self._delete_record(record.job, record.instance_id)
-            return
         inst = self._instance(record.job, record.instance_id)
-        inst.ident = ident
+        inst.ident = ident(record)
         inst.group = ProcessGroup(record.pid)
         inst.port = record.port
         inst.log = Path(record.log)
@@ -212,12 +270,14 @@ class LocalDriver:
             self._wake.clear()
             try:
                 self._tick()
+                if self._writes is not None:
+                    self._writes.flush()
             except Exception:  # the reconciler must not die
                 log.exception("local_driver_tick_failed")
 
     def _busy(self) -> bool:
         with self._lock:
-            return any(
+            return bool(self._strays) or any(
                 inst.state is not S.ABSENT or inst.desired is not None
                 for inst in self._instances.values()
             )
@@ -238,11 +298,16 @@ class LocalDriver:
                     changed.append(key)
                 if inst.state is S.ABSENT and inst.desired is None:
                     del self._instances[key]
+            for stray in list(self._strays):
+                self._stop_stray(stray, now)
         if now >= self._next_log_cap:
             self._next_log_cap = now + 5.0
             for inst in list(self._instances.values()):
                 if inst.log is not None:
                     cap_log(inst.log, self.log_limit_bytes)
+        due, self._due = self._due, []
+        if due:
+            changed += self._start_due(due)
         listener = self._listener
         if listener is not None:
             for job, instance_id in changed:
@@ -284,13 +349,47 @@ class LocalDriver:
                 self._kill(inst, now, "replaced")
             elif inst.state in (S.ABSENT, S.EXITED):
                 inst.failures, inst.backoff_streak, inst.message = 0, 0, ""
-                self._start(inst, inst.desired, now)
+                self._due.append((inst, inst.desired))
         elif (
             inst.state is S.EXITED and inst.restart_at is not None and now >= inst.restart_at
         ) or inst.state is S.ABSENT:
-            self._start(inst, inst.desired, now)
+            self._due.append((inst, inst.desired))
+
+    def _stop_stray(self, inst: Instance, now: float) -> None:
+        """Stop a duplicate, leading or not (a follower that kept it would leave it to nobody):
+        SIGTERM its group, SIGKILL after the grace, forget it once the group is empty."""
+        if inst.state is not S.KILLING:
+            self._kill(inst, now, "a duplicate: the records name another process")
+        if inst.group is not None:
+            self._sweep(inst, now)
+        if inst.group is None and not inst.is_alive():
+            self._strays.remove(inst)
+            log.info("instance_duplicate_stopped", job=str(inst.job), instance=inst.instance_id)
 
     # -- transitions -----------------------------------------------------------------------------
+
+    def _start_due(self, due: list[tuple[Instance, TaskConfig]]) -> list[Key]:
+        """Start what the tick found missing, once a round trip to ZooKeeper has shown that
+        this scheduler still leads: a leader whose session ended unnoticed (starved, paused,
+        cut off) must not start a copy of what the new leader runs. Off `_lock` for the check;
+        under `_records_io`, so no takeover reads the records between the check and the start."""
+        with self._records_io:
+            if self.records is not None:
+                try:
+                    self.records.confirm_leading()
+                except PulsegateError as e:  # the next tick asks again
+                    log.warning("instances_not_started", why=e.message, instances=len(due))
+                    return []
+            started: list[Key] = []
+            with self._lock:
+                for inst, config in due:
+                    key = (inst.job, inst.instance_id)
+                    current = self._instances.get(key) is inst and inst.desired == config
+                    if self.acting and current and inst.state in (S.ABSENT, S.EXITED):
+                        self._start(inst, config, time.monotonic())
+                        if self._publish(inst):
+                            started.append(key)
+            return started
 
     def _start(self, inst: Instance, config: TaskConfig, now: float) -> None:
         inst.generation += 1
@@ -300,9 +399,16 @@ class LocalDriver:
         if not inst.port:
             inst.port = free_port()
         job = inst.job
-        inst.log = self.log_dir / job.role / job.environment / job.name / f"{inst.instance_id}.log"
+        inst.log = self._log_path(job, inst.instance_id)
+        identity = {
+            JOB_VAR: str(job),
+            INSTANCE_VAR: str(inst.instance_id),
+            DIGEST_VAR: config_digest(config),
+        }
+        if self._scope is not None:
+            identity[SCOPE_VAR] = self._scope
         try:
-            inst.proc = spawn(config, inst.port, inst.log, self.base_dir)
+            inst.proc = spawn(config, inst.port, inst.log, self.base_dir, identity)
         except (OSError, ValueError) as e:
             inst.proc, inst.ident = None, None
             inst.failures += 1
@@ -318,6 +424,9 @@ class LocalDriver:
         inst.state = S.STARTING
         self._arm_health(inst, adopted=False)
         self._record(inst)
+
+    def _log_path(self, job: JobKey, instance_id: int) -> Path:
+        return self.log_dir / job.role / job.environment / job.name / f"{instance_id}.log"
 
     def _arm_health(self, inst: Instance, adopted: bool) -> None:
         check = inst.config.health_check if inst.config else None
@@ -433,6 +542,7 @@ class LocalDriver:
     # -- records and observation -------------------------------------------------------------------
 
     def _record(self, inst: Instance) -> None:
+        """Queue the instance's record; the reconciler thread writes it after its tick."""
         if self.records is None or inst.ident is None or inst.config is None:
             return
         record = InstanceRecord(
@@ -446,21 +556,15 @@ class LocalDriver:
             str(inst.log),
             self.clock.now(),
         )
-        try:
-            self.records.save(record)
-        except PulsegateError as e:
-            log.warning(
-                "instance_not_recorded", job=str(inst.job), instance=inst.instance_id, why=e.message
-            )
+        self._queue((inst.job, inst.instance_id), record)
 
     def _forget(self, job: JobKey, instance_id: int) -> None:
         if self.acting:
-            self._delete_record(job, instance_id)
+            self._queue((job, instance_id), None)
 
-    def _delete_record(self, job: JobKey, instance_id: int) -> None:
-        if self.records is not None:
-            with contextlib.suppress(PulsegateError):  # a later start or takeover overwrites it
-                self.records.delete(job, instance_id)
+    def _queue(self, key: Key, record: InstanceRecord | None) -> None:
+        if self._writes is not None:
+            self._writes.put(key, record)
 
     def _publish(self, inst: Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)

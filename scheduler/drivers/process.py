@@ -5,6 +5,8 @@ never reaches it, and it outlives a scheduler restart), with stdout and stderr a
 log file. A process is identified by pid *and* its start time in clock ticks since boot (field
 22 of /proc/<pid>/stat) *and* the boot id, so a reused pid is never mistaken for our instance.
 Whatever the instance starts stays in its process group, which is stopped as a whole.
+Every instance carries its identity in its environment (`SCOPE_VAR` and the variables `spawn` is
+given), so a process whose record never landed can still be found in the process table.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -25,6 +27,7 @@ from updater.task import TaskConfig
 
 log = structlog.get_logger(__name__)
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+SCOPE_VAR = "PULSEGATE_SCOPE"  # which cluster's driver on this host started it
 
 
 def boot_id() -> str:
@@ -75,10 +78,18 @@ def _argv(config: TaskConfig, port: int) -> list[str]:
     return ["/bin/sh", "-c", argv[0]] if config.shell else argv
 
 
-def spawn(config: TaskConfig, port: int, log_path: Path, base_dir: Path) -> subprocess.Popen[bytes]:
-    """Start an instance. Raises OSError (e.g. FileNotFoundError) if it cannot be started."""
+def spawn(
+    config: TaskConfig,
+    port: int,
+    log_path: Path,
+    base_dir: Path,
+    identity: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start an instance; `identity` (which job and instance it is) joins its environment after
+    the config's, so a config cannot fake it. Raises OSError (e.g. FileNotFoundError) if it
+    cannot be started."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **config.env, "PORT": str(port)}
+    env = {**os.environ, **config.env, **(identity or {}), "PORT": str(port)}
     cwd = base_dir / config.working_dir if config.working_dir else base_dir
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -104,6 +115,27 @@ def is_session_leader(pid: int) -> bool:
         return os.getsid(pid) == pid and os.getpgid(pid) == pid
     except OSError:
         return False
+
+
+def scan_scope(scope: str) -> dict[int, dict[str, str]]:
+    """The live session leaders whose environment has `SCOPE_VAR=scope`, pid -> environment:
+    the instances this driver's cluster started on this host, recorded or not."""
+    needle = f"{SCOPE_VAR}={scope}".encode()
+    found: dict[int, dict[str, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        pid = int(entry.name)
+        if needle in environ and _live_stat(pid) is not None and is_session_leader(pid):
+            pairs = (item.partition(b"=") for item in environ if item)
+            found[pid] = {
+                k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs
+            }
+    return found
 
 
 @attrs.frozen
