@@ -3,7 +3,8 @@ connections cost about 170 MB), binary protocol, buffered or framed transport, o
 
 Connections idle longer than `IDLE_TIMEOUT_S` are closed (clients reconnect on their own), which
 also bounds what a peer that sends a huge length prefix and then nothing can hold. Garbage on
-the wire closes that one connection, quietly, and is counted.
+the wire closes that one connection, quietly, and is counted. Open connections are capped,
+overall and per peer address (`api/connlimits.py`).
 
 The listening socket is bound without SO_REUSEPORT (thriftpy2 sets it), so a second scheduler
 on a port in use is refused instead of sharing the port. `probe()` calls the server through a
@@ -25,6 +26,7 @@ from thriftpy2.transport import TServerSocket, TSSLServerSocket, TTransportExcep
 
 from api import ui
 from api.auth import Authenticator
+from api.connlimits import ConnectionGate
 from api.forward import Forwarder
 from api.handler import Handler
 from api.idl import Service
@@ -73,9 +75,10 @@ class CallsOnly(TProcessor):
 
 
 class _Server(TThreadedServer):
-    def __init__(self, *args: Any, on_bad_input: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_bad_input: Any, gate: ConnectionGate, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_bad_input = on_bad_input
+        self.gate = gate
 
     def serve(self) -> None:
         self.trans.listen()
@@ -86,8 +89,18 @@ class _Server(TThreadedServer):
                 if self.closed:
                     return  # the listening socket was closed by stop()
                 continue
-            thread = threading.Thread(target=self.handle, args=(client,), daemon=True)
+            peer = _peer(client)
+            if not self.gate.admit(peer):
+                client.close()  # over a cap: closed before reading (api/connlimits.py says why)
+                continue
+            thread = threading.Thread(target=self._serve_one, args=(client, peer), daemon=True)
             thread.start()
+
+    def _serve_one(self, client: Any, peer: str) -> None:
+        try:
+            self.handle(client)
+        finally:
+            self.gate.release(peer)
 
     def handle(self, client: Any) -> None:
         itrans = self.itrans_factory.get_transport(client)
@@ -106,6 +119,13 @@ class _Server(TThreadedServer):
             otrans.close()
 
 
+def _peer(client: Any) -> str:
+    try:
+        return str(client.sock.getpeername()[0])
+    except (OSError, AttributeError):
+        return "unknown"  # already gone; its thread sees the error and ends
+
+
 class ApiServer:
     def __init__(
         self,
@@ -117,6 +137,8 @@ class ApiServer:
         tls_key: str = "",
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         force_pure_protocol: bool = False,
+        max_connections: int = 2000,
+        max_connections_per_peer: int = 200,
     ) -> None:
         """`force_pure_protocol` takes the fallback used when thriftpy2's compiled decoder is
         unguarded (tests exercise it without uninstalling anything)."""
@@ -128,6 +150,7 @@ class ApiServer:
         self.idle_timeout_s = idle_timeout_s
         self.force_pure_protocol = force_pure_protocol
         self.bad_input = 0
+        self.gate = ConnectionGate(max_connections, max_connections_per_peer, handler.metrics)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -178,6 +201,7 @@ class ApiServer:
             itrans_factory=transport,
             daemon=True,
             on_bad_input=self._bad_input,
+            gate=self.gate,
         )
         self._thread = threading.Thread(target=self._server.serve, name="api-accept", daemon=True)
         self._thread.start()
@@ -243,6 +267,8 @@ def attach(scheduler: Scheduler, force_pure_protocol: bool = False) -> ApiServer
         config.api_tls_cert,
         config.api_tls_key,
         force_pure_protocol=force_pure_protocol,
+        max_connections=config.api_max_connections,
+        max_connections_per_peer=config.api_max_connections_per_peer,
     )
     scheduler.api = server
     ui.attach(scheduler, server.handler)
