@@ -22,7 +22,7 @@ import structlog
 from thriftpy2.rpc import make_client
 from thriftpy2.server import TThreadedServer
 from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor, TType
-from thriftpy2.transport import TServerSocket, TSSLServerSocket, TTransportException
+from thriftpy2.transport import TServerSocket, TTransportException
 
 from api import ui
 from api.auth import Authenticator
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 IDLE_TIMEOUT_S = 300.0
 BACKLOG = 1024
 PROBE_TIMEOUT_S = 2.0
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class CallsOnly(TProcessor):
@@ -75,10 +76,18 @@ class CallsOnly(TProcessor):
 
 
 class _Server(TThreadedServer):
-    def __init__(self, *args: Any, on_bad_input: Any, gate: ConnectionGate, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_bad_input: Any,
+        gate: ConnectionGate,
+        tls: ssl.SSLContext | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.on_bad_input = on_bad_input
         self.gate = gate
+        self.tls = tls
 
     def serve(self) -> None:
         self.trans.listen()
@@ -98,6 +107,8 @@ class _Server(TThreadedServer):
 
     def _serve_one(self, client: Any, peer: str) -> None:
         try:
+            if self.tls is not None and not _handshake(client, self.tls):
+                return
             self.handle(client)
         finally:
             self.gate.release(peer)
@@ -117,6 +128,22 @@ class _Server(TThreadedServer):
         finally:
             itrans.close()
             otrans.close()
+
+
+def _handshake(client: Any, context: ssl.SSLContext) -> bool:
+    """TLS on an accepted connection, in its own thread (thriftpy2's TSSLServerSocket does it in
+    the accept loop, where one silent peer stops every new connection), within
+    HANDSHAKE_TIMEOUT_S; then the idle timeout applies again."""
+    raw = client.sock
+    idle = raw.gettimeout()
+    try:
+        raw.settimeout(HANDSHAKE_TIMEOUT_S)
+        client.sock = context.wrap_socket(raw, server_side=True)
+        client.sock.settimeout(idle)
+    except (OSError, ValueError):  # ssl.SSLError and timeouts are OSErrors
+        raw.close()
+        return False
+    return True
 
 
 def _peer(client: Any) -> str:
@@ -157,19 +184,8 @@ class ApiServer:
     def _socket(self) -> TServerSocket:
         """The server socket, already listening (so the port is known)."""
         timeout_ms = int(self.idle_timeout_s * 1000)
-        server: TServerSocket
-        if self.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
-            server = TSSLServerSocket(
-                self.host,
-                self.port,
-                client_timeout=timeout_ms,
-                backlog=BACKLOG,
-                ssl_context=context,
-            )
-        else:
-            server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        # plain even with TLS: the handshake happens in each connection's thread (_handshake)
+        server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # but never SO_REUSEPORT
@@ -191,6 +207,10 @@ class ApiServer:
         log.debug("api_bad_input", error=f"{type(error).__name__}: {error}")
 
     def start(self) -> None:
+        context = None
+        if self.tls is not None:  # before binding: a bad certificate leaves no socket behind
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
         sock = self._socket()
         self.port = sock.sock.getsockname()[1]
         protocol, transport = server_codec(self.transport, self.force_pure_protocol)
@@ -202,6 +222,7 @@ class ApiServer:
             daemon=True,
             on_bad_input=self._bad_input,
             gate=self.gate,
+            tls=context,
         )
         self._thread = threading.Thread(target=self._server.serve, name="api-accept", daemon=True)
         self._thread.start()

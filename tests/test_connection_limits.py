@@ -10,6 +10,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +19,11 @@ from thriftpy2.protocol import TBinaryProtocol
 from thriftpy2.thrift import TClient
 from thriftpy2.transport import TBufferedTransport, TSocket, TTransportException
 
+from api.client import PulsegateClient
 from api.idl import Service
 from scheduler.http import BACKLOG
 
-from cluster import start_scheduler, wait_serving
+from cluster import api_address, start_scheduler, wait_serving
 from waiting import wait_until
 
 
@@ -116,3 +118,27 @@ def test_the_http_listener_queues_128_connections(scheduler) -> None:
     ).stdout.split()
     # a listening socket's Send-Q column is its backlog
     assert out[0] == "LISTEN" and int(out[2]) == BACKLOG >= 128, out
+
+
+def test_a_silent_tls_peer_does_not_hold_up_other_clients(zk_server, tmp_path) -> None:
+    """The TLS handshake runs in the connection's thread, not the accept loop: a peer that
+    connects and sends nothing (or stalls mid-handshake) delays nobody else."""
+    data = Path(__file__).resolve().parent / "data"
+    cert, key = str(data / "tls-cert.pem"), str(data / "tls-key.pem")
+    s = start_scheduler(
+        zk_server.hosts,
+        f"/tls-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        **{"api.tls_cert": cert, "api.tls_key": key},
+    )
+    silent = []
+    try:
+        wait_serving(s)
+        silent = [socket.create_connection(("127.0.0.1", s.api.port)) for _ in range(3)]
+        silent[1].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+        with PulsegateClient(api_address(s), tls_ca=cert, retry_for_s=0) as c:
+            assert c.ping() is None
+    finally:
+        for sock in silent:
+            sock.close()
+        s.stop()
