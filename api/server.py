@@ -3,7 +3,8 @@ connections cost about 170 MB), binary protocol, buffered or framed transport, o
 
 Connections idle longer than `IDLE_TIMEOUT_S` are closed (clients reconnect on their own), which
 also bounds what a peer that sends a huge length prefix and then nothing can hold. Garbage on
-the wire closes that one connection, quietly, and is counted.
+the wire closes that one connection, quietly, and is counted. Open connections are capped,
+overall and per peer address (`api/connlimits.py`).
 
 The listening socket is bound without SO_REUSEPORT (thriftpy2 sets it), so a second scheduler
 on a port in use is refused instead of sharing the port. `probe()` calls the server through a
@@ -21,10 +22,11 @@ import structlog
 from thriftpy2.rpc import make_client
 from thriftpy2.server import TThreadedServer
 from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor, TType
-from thriftpy2.transport import TServerSocket, TSSLServerSocket, TTransportException
+from thriftpy2.transport import TServerSocket, TTransportException
 
 from api import ui
 from api.auth import Authenticator
+from api.connlimits import ConnectionGate
 from api.forward import Forwarder
 from api.handler import Handler
 from api.idl import Service
@@ -39,6 +41,7 @@ log = structlog.get_logger(__name__)
 IDLE_TIMEOUT_S = 300.0
 BACKLOG = 1024
 PROBE_TIMEOUT_S = 2.0
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class CallsOnly(TProcessor):
@@ -73,9 +76,18 @@ class CallsOnly(TProcessor):
 
 
 class _Server(TThreadedServer):
-    def __init__(self, *args: Any, on_bad_input: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_bad_input: Any,
+        gate: ConnectionGate,
+        tls: ssl.SSLContext | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.on_bad_input = on_bad_input
+        self.gate = gate
+        self.tls = tls
 
     def serve(self) -> None:
         self.trans.listen()
@@ -86,8 +98,20 @@ class _Server(TThreadedServer):
                 if self.closed:
                     return  # the listening socket was closed by stop()
                 continue
-            thread = threading.Thread(target=self.handle, args=(client,), daemon=True)
+            peer = _peer(client)
+            if not self.gate.admit(peer):
+                client.close()  # over a cap: closed before reading (api/connlimits.py says why)
+                continue
+            thread = threading.Thread(target=self._serve_one, args=(client, peer), daemon=True)
             thread.start()
+
+    def _serve_one(self, client: Any, peer: str) -> None:
+        try:
+            if self.tls is not None and not _handshake(client, self.tls):
+                return
+            self.handle(client)
+        finally:
+            self.gate.release(peer)
 
     def handle(self, client: Any) -> None:
         itrans = self.itrans_factory.get_transport(client)
@@ -106,6 +130,29 @@ class _Server(TThreadedServer):
             otrans.close()
 
 
+def _handshake(client: Any, context: ssl.SSLContext) -> bool:
+    """TLS on an accepted connection, in its own thread (thriftpy2's TSSLServerSocket does it in
+    the accept loop, where one silent peer stops every new connection), within
+    HANDSHAKE_TIMEOUT_S; then the idle timeout applies again."""
+    raw = client.sock
+    idle = raw.gettimeout()
+    try:
+        raw.settimeout(HANDSHAKE_TIMEOUT_S)
+        client.sock = context.wrap_socket(raw, server_side=True)
+        client.sock.settimeout(idle)
+    except (OSError, ValueError):  # ssl.SSLError and timeouts are OSErrors
+        raw.close()
+        return False
+    return True
+
+
+def _peer(client: Any) -> str:
+    try:
+        return str(client.sock.getpeername()[0])
+    except (OSError, AttributeError):
+        return "unknown"  # already gone; its thread sees the error and ends
+
+
 class ApiServer:
     def __init__(
         self,
@@ -117,6 +164,8 @@ class ApiServer:
         tls_key: str = "",
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         force_pure_protocol: bool = False,
+        max_connections: int = 2000,
+        max_connections_per_peer: int = 200,
     ) -> None:
         """`force_pure_protocol` takes the fallback used when thriftpy2's compiled decoder is
         unguarded (tests exercise it without uninstalling anything)."""
@@ -128,25 +177,15 @@ class ApiServer:
         self.idle_timeout_s = idle_timeout_s
         self.force_pure_protocol = force_pure_protocol
         self.bad_input = 0
+        self.gate = ConnectionGate(max_connections, max_connections_per_peer, handler.metrics)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def _socket(self) -> TServerSocket:
         """The server socket, already listening (so the port is known)."""
         timeout_ms = int(self.idle_timeout_s * 1000)
-        server: TServerSocket
-        if self.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
-            server = TSSLServerSocket(
-                self.host,
-                self.port,
-                client_timeout=timeout_ms,
-                backlog=BACKLOG,
-                ssl_context=context,
-            )
-        else:
-            server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
+        # plain even with TLS: the handshake happens in each connection's thread (_handshake)
+        server = TServerSocket(self.host, self.port, client_timeout=timeout_ms, backlog=BACKLOG)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # but never SO_REUSEPORT
@@ -168,6 +207,10 @@ class ApiServer:
         log.debug("api_bad_input", error=f"{type(error).__name__}: {error}")
 
     def start(self) -> None:
+        context = None
+        if self.tls is not None:  # before binding: a bad certificate leaves no socket behind
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certfile=self.tls[0], keyfile=self.tls[1])
         sock = self._socket()
         assert sock.sock is not None  # listening
         self.port = sock.sock.getsockname()[1]
@@ -179,6 +222,8 @@ class ApiServer:
             itrans_factory=transport,
             daemon=True,
             on_bad_input=self._bad_input,
+            gate=self.gate,
+            tls=context,
         )
         self._thread = threading.Thread(target=self._server.serve, name="api-accept", daemon=True)
         self._thread.start()
@@ -246,6 +291,8 @@ def attach(scheduler: Scheduler, force_pure_protocol: bool = False) -> ApiServer
         config.api_tls_cert,
         config.api_tls_key,
         force_pure_protocol=force_pure_protocol,
+        max_connections=config.api_max_connections,
+        max_connections_per_peer=config.api_max_connections_per_peer,
     )
     scheduler.api = server
     ui.attach(scheduler, server.handler)

@@ -166,6 +166,25 @@ class Config:
     max_instances: int = _key(
         "api.max_instances", 10000, "largest instance count of a job", min=1, max=1_000_000
     )
+    api_max_connections: int = _key(
+        "api.max_connections",
+        2000,
+        "open API connections served at once; more are closed at accept",
+        min=1,
+        max=1_000_000,
+    )
+    api_max_connections_per_peer: int = _key(
+        "api.max_connections_per_peer",
+        200,
+        "open API connections served at once from one IP address",
+        min=1,
+        max=1_000_000,
+    )
+    api_allow_unauthenticated: bool = _key(
+        "api.allow_unauthenticated",
+        False,
+        "allow a non-loopback API or HTTP address with auth off (anyone reaching it runs code)",
+    )
     http_host: str = _key(
         "http.host", "127.0.0.1", "metrics/health listen address", check=_nonempty
     )

@@ -27,6 +27,9 @@ Status = Callable[[], dict[str, Any]]
 
 MAX_BODY_BYTES = 64 * 1024  # an action's JSON body is a reason and little else
 DRAIN_BYTES = 1024 * 1024  # a body too large but not huge is read and dropped, so the 413 arrives
+# Connections the kernel queues before accept: socketserver's default, 5, drops a burst of
+# scrapers and UI users.
+BACKLOG = 128
 
 
 @attrs.frozen
@@ -127,6 +130,7 @@ def _json(code: int, body: object) -> Response:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = BACKLOG
 
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], owner: HttpServer

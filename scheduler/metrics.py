@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 ZK_STATES = ("connected", "suspended", "lost")
 STORAGE_RESULTS = ("ok", "stale", "not_leader", "error")
+CONNECTION_CAPS = ("max_connections", "max_connections_per_peer")
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -108,6 +109,16 @@ class Metrics:
         self.api_requests_total = counter(
             "api_requests_total", "API calls, by method and result.", ("method", "result")
         )
+        self.api_connections_open = gauge(
+            "api_connections_open", "API connections open now (served by a thread each)."
+        )
+        self.api_connections_refused_total = counter(
+            "api_connections_refused_total",
+            "API connections closed at accept, by the cap they met.",
+            ("reason",),
+        )
+        for reason in CONNECTION_CAPS:
+            self.api_connections_refused_total.labels(reason=reason)
         # Known label values start at 0, so dashboards see the series before the first event.
         for result in STORAGE_RESULTS:
             self.storage_writes_total.labels(result=result)
@@ -156,3 +167,7 @@ class Metrics:
 
     def api_request(self, method: str, result: str) -> None:
         self.api_requests_total.labels(method=method, result=result).inc()
+
+    def api_connection_refused(self, reason: str) -> None:
+        """Count a connection closed at accept; `reason` is one of CONNECTION_CAPS."""
+        self.api_connections_refused_total.labels(reason=reason).inc()

@@ -25,6 +25,7 @@ from scheduler.drivers.local import LocalDriver
 from scheduler.drivers.records import InstanceRecords
 from scheduler.drivers.simrt import RealtimeSimDriver
 from scheduler.election import Leadership
+from scheduler.exposure import check_exposure
 from scheduler.http import HttpServer, Pages
 from scheduler.leader import LeaderLoop
 from scheduler.metrics import Metrics
@@ -94,8 +95,10 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Raises PortInUse when a port is taken; `stop()` then undoes what had started."""
+        """Raises PortInUse when a port is taken and UnsafeExposure when the addresses would
+        expose the API without auth; `stop()` then undoes what had started."""
         config = self.config
+        check_exposure(config, with_api=self.api is not None)
         self._check_ports()
         hosts = config.zk_hosts
         if config.zk_embedded:

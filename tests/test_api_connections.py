@@ -4,6 +4,7 @@ working meanwhile."""
 from __future__ import annotations
 
 import resource
+import uuid
 
 from thriftpy2.rpc import make_client
 
@@ -15,13 +16,28 @@ from updater.settings import Settings, Strategy
 from updater.status import UpdateStatus
 from updater.task import TaskConfig
 
-from cluster import FAST_SIM, api_address, client_for
+from cluster import FAST_SIM, api_address, client_for, start_scheduler, wait_serving
 
 CONNECTIONS = 500
 JOB = JobKey("www", "prod", "many")
 
 
-def test_500_open_connections_and_the_engine_keeps_going(scheduler) -> None:
+def test_500_open_connections_and_the_engine_keeps_going(zk_server, tmp_path) -> None:
+    # all 500 come from 127.0.0.1: above the default per-peer cap (tests/test_connection_limits.py)
+    scheduler = start_scheduler(
+        zk_server.hosts,
+        f"/conns-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        **{"api.max_connections_per_peer": CONNECTIONS + 10},
+    )
+    try:
+        wait_serving(scheduler)
+        run_500_connections(scheduler)
+    finally:
+        scheduler.stop()
+
+
+def run_500_connections(scheduler) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard >= 4 * CONNECTIONS, "the test needs file descriptors for both ends"
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4 * CONNECTIONS), hard))
