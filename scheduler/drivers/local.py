@@ -34,9 +34,10 @@ from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import attrs
 import structlog
 
-from scheduler.clock import Clock
+from scheduler.clock import Clock, offset_source
 from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.instance import Instance, backoff_delay
@@ -90,6 +91,11 @@ class LocalDriver:
         stable_after_s: float | None = None,
     ) -> None:
         self.clock = clock
+        # `healthy_since` is a timestamp on the service clock, which follows wall steps; the
+        # engine measures min-wait from it, so a step moves every one of them by the same amount
+        # (as the pulse's leases and the agenda's timers move): a step is not time passing.
+        self._clock_offset = offset_source(clock)
+        self._offset = self._clock_offset() if self._clock_offset is not None else 0
         self.base_dir = base_dir
         self.log_dir = log_dir
         self.records = records
@@ -128,6 +134,7 @@ class LocalDriver:
 
     def instances(self, job: JobKey) -> Mapping[int, ObservedInstance]:
         with self._lock:
+            self._follow_step()
             return dict(self._observed.get(job, {}))
 
     def apply(self, job: JobKey, actions: Sequence[Action]) -> None:
@@ -287,6 +294,7 @@ class LocalDriver:
         self._scan = None
         changed: list[tuple[JobKey, int]] = []
         with self._lock:
+            self._follow_step()
             results, self._results = self._results, []
             for inst, generation, passed, reason in results:
                 self._checks_running[inst.job] -= 1
@@ -565,6 +573,24 @@ class LocalDriver:
     def _queue(self, key: Key, record: InstanceRecord | None) -> None:
         if self._writes is not None:
             self._writes.put(key, record)
+
+    def _follow_step(self) -> None:
+        """Move every `healthy_since` by the clock's step since the last look (lock held)."""
+        if self._clock_offset is None:
+            return
+        offset = self._clock_offset()
+        if offset == self._offset:
+            return
+        delta, self._offset = offset - self._offset, offset
+        for inst in self._instances.values():
+            if inst.healthy_since is not None:
+                inst.healthy_since += delta
+        for observed in self._observed.values():
+            for instance_id, seen in observed.items():
+                if seen.healthy_since_ms is not None:
+                    observed[instance_id] = attrs.evolve(
+                        seen, healthy_since_ms=seen.healthy_since_ms + delta
+                    )
 
     def _publish(self, inst: Instance) -> bool:
         current = (inst.state, inst.config, inst.healthy_since, inst.failures, inst.message)
