@@ -160,16 +160,21 @@ class Creator:
 
     def create(self, start: int, stop: int, deadline: float) -> None:
         chunk: list[tuple[int, str, str, str, str]] = []
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             for i, key in pool.map(self._one, range(start, stop)):
                 if time.monotonic() > deadline:
                     raise TimeLimit(f"timed out creating updates ({i} of {stop})")
                 self.keys.append(key)
+                if (i + 1) % 1000 == 0:
+                    print(f"  {i + 1} updates created", flush=True)
                 j = key.job
                 chunk.append((i, j.role, j.environment, j.name, key.id))
                 if len(chunk) >= 50 or i == stop - 1:
                     self.queues[(i // 50) % len(self.queues)].put(chunk)
                     chunk = []
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on an error, drop what is queued
 
     def close(self) -> None:
         for client in self._clients:
