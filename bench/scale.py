@@ -261,6 +261,8 @@ def lapse_lags_ms(scheduler: Scheduler, silenced: list[Any], deadline: float) ->
     keys = [update_key_in(k) for k in silenced]
 
     def pending() -> list[Any]:
+        if not loop.is_serving:  # memory was dropped: what lapsed is no longer known
+            raise TimeLimit("the leader stopped serving (its ZooKeeper session was lost)")
         return [
             k
             for k in keys
