@@ -64,8 +64,8 @@ ROOT_ZNODE = "/scale"
 BASELINE, IN_SETUP, FULL, SILENCE = 1, 2, 3, 4  # heartbeat phases (0: baseline setup)
 
 
-class TimeLimit(Exception):
-    pass
+class BenchStopped(Exception):
+    """The run cannot go on (time limit, a wait that timed out, the leader lost its session)."""
 
 
 # -- the scheduler ---------------------------------------------------------------------------
@@ -99,13 +99,13 @@ def serving(scheduler: Scheduler) -> bool:
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline: float) -> Any:
-    """Poll `check` until truthy; TimeLimit once `deadline` (monotonic) has passed."""
+    """Poll `check` until truthy; BenchStopped once `deadline` (monotonic) has passed."""
     while True:
         found = check()
         if found:
             return found
         if time.monotonic() > deadline:
-            raise TimeLimit(f"timed out waiting for {what} ({found!r})")
+            raise BenchStopped(f"timed out waiting for {what} ({found!r})")
         time.sleep(0.05)
 
 
@@ -164,7 +164,7 @@ class Creator:
         try:
             for i, key in pool.map(self._one, range(start, stop)):
                 if time.monotonic() > deadline:
-                    raise TimeLimit(f"timed out creating updates ({i} of {stop})")
+                    raise BenchStopped(f"timed out creating updates ({i} of {stop})")
                 self.keys.append(key)
                 if (i + 1) % 1000 == 0:
                     print(f"  {i + 1} updates created", flush=True)
@@ -262,7 +262,7 @@ def lapse_lags_ms(scheduler: Scheduler, silenced: list[Any], deadline: float) ->
 
     def pending() -> list[Any]:
         if not loop.is_serving:  # memory was dropped: what lapsed is no longer known
-            raise TimeLimit("the leader stopped serving (its ZooKeeper session was lost)")
+            raise BenchStopped("the leader stopped serving (its ZooKeeper session was lost)")
         return [
             k
             for k in keys
@@ -503,7 +503,7 @@ def main() -> None:
         raise SystemExit(143)
 
     def out_of_time(*_: Any) -> None:
-        raise TimeLimit(f"--time-limit {args.time_limit:g} s reached")
+        raise BenchStopped(f"--time-limit {args.time_limit:g} s reached")
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGALRM, out_of_time)
@@ -511,7 +511,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"pulsegate-scale-{uuid.uuid4().hex[:6]}-") as tmp:
         try:
             run(args, Path(tmp))
-        except TimeLimit as e:
+        except BenchStopped as e:
             raise SystemExit(f"scale: stopped: {e}") from None
 
 
