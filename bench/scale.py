@@ -486,7 +486,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="heartbeats/s in all")
     parser.add_argument("--workers", type=int, default=4, help="heartbeat processes")
     parser.add_argument("--connections", type=int, default=8, help="connections per process")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement window")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="per measurement window; at least the heartbeat timeout, or the lease re-plans of "
+        "updates created together can all fall outside it",
+    )
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before a window")
     parser.add_argument("--silence", type=int, default=1000, help="monitors silenced at once")
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=20_000)
