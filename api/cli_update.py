@@ -92,7 +92,7 @@ def register(groups: Any) -> None:
     add_json(listing)
 
     wait = add_command(commands, "wait", wait_update, "follow an update until it ends")
-    wait.add_argument("key", metavar="KEY", help=KEY_HELP)
+    wait.add_argument("key", metavar="KEY", help=KEY_HELP + " (else its newest update)")
     wait.add_argument(
         "--interval", type=float, default=0.5, metavar="S", help="refresh period (0.5 s)"
     )
@@ -293,7 +293,9 @@ def wait_update(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout < 0:
         raise UsageError("--timeout must be >= 0 seconds")
     with client_from(args) as client:
-        key = resolve(client, args.key)
+        # A job key names its newest update once none is active: an update can end before the
+        # `update wait` started for it gets to ask (a monitor drives it, the machine is busy).
+        key = resolve(client, args.key, newest_if_none=True)
         return _wait(client, key, args.interval, args.json, args.timeout, _info(client))
 
 

@@ -16,6 +16,10 @@ from scheduler.zkserver import EmbeddedZooKeeper
 # Reconnect at least once a second, so a client gets its session back after a ZooKeeper restart
 # (kazoo's default backoff grows to an hour and lets the session expire).
 CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+# Deadlines for getting started: a JVM, or a first session, can take many seconds on a loaded
+# 2-core machine. Only a failure waits this long.
+ZK_START_S = 120.0
+CONNECT_S = 30.0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,7 +35,7 @@ def quiet_logs() -> None:
 def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedZooKeeper]:
     """A real ZooKeeper for the whole run; a start failure errors every test that needs it."""
     server = EmbeddedZooKeeper(tmp_path_factory.mktemp("zookeeper"))
-    server.start()
+    server.start(timeout=ZK_START_S)
     try:
         yield server
     finally:
@@ -43,7 +47,7 @@ def zk_hosts(zk_server: EmbeddedZooKeeper) -> str:
     """A connection string with a chroot of its own, so tests never see each other's znodes."""
     chroot = f"/pulsegate-test-{uuid.uuid4().hex}"
     admin = KazooClient(hosts=zk_server.hosts)
-    admin.start(timeout=10)
+    admin.start(timeout=CONNECT_S)
     try:
         admin.ensure_path(chroot)
     finally:
@@ -55,7 +59,7 @@ def zk_hosts(zk_server: EmbeddedZooKeeper) -> str:
 @pytest.fixture
 def zk_client(zk_hosts: str) -> Iterator[KazooClient]:
     client = KazooClient(hosts=zk_hosts, connection_retry=CONNECTION_RETRY)
-    client.start(timeout=10)
+    client.start(timeout=CONNECT_S)
     try:
         yield client
     finally:
@@ -71,7 +75,7 @@ def scheduler(zk_server: EmbeddedZooKeeper, tmp_path_factory: pytest.TempPathFac
     root = f"/api-{uuid.uuid4().hex[:8]}"
     s = start_scheduler(zk_server.hosts, root, tmp_path_factory.mktemp("scheduler"))
     try:
-        yield wait_serving(s)
+        yield wait_serving(s, timeout=60)
     finally:
         s.stop()
 

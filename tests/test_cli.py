@@ -170,6 +170,10 @@ def test_update_diff_start_wait_info(cli: Cli) -> None:
 
     done = cli.json("update", "wait", str(key))
     assert done["status"] == "ROLLED_FORWARD"
+    # By the job's key once the update is over (it may end before `update wait` asks): its
+    # newest update, as `update info` does.
+    code, out, _ = cli("update", "wait", "www/prod/web")
+    assert code == 0 and out.splitlines()[-1].startswith(f"{key}: ROLLED_FORWARD")
     code, out, err = cli("update", "start", "www/prod/web", str(new))
     assert (code, err) == (8, "") and "no change" in out and "nothing started" in out
 

@@ -235,10 +235,11 @@ def test_the_backoff_starts_over_after_a_stable_run_without_a_health_check(
     make_driver, tmp_path: Path
 ) -> None:
     count = tmp_path / "count"
-    # Exits at once three times, then runs for 1 s (longer than the stable period), then exits.
+    # Exits at once three times, then runs for 3 s (six times the stable period, so that a
+    # reconciler slowed by a loaded machine still sees it stable), then exits.
     flaky = TaskConfig.make(
         f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}; "
-        f'[ "$n" -ge 3 ] && sleep 1; exit 1',
+        f'[ "$n" -ge 3 ] && sleep 3; exit 1',
         stop_grace_ms=300,
     )
     with _info_logs() as logs:

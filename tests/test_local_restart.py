@@ -31,7 +31,10 @@ from waiting import wait_until
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 JOB = JobKey("www", "test", "restart")
-CHECK = HealthCheck(HealthCheckKind.HTTP, interval_ms=100, timeout_ms=500, unhealthy_threshold=3)
+# Patient with a slow start and a slow check (a loaded 2-core machine can take seconds to start
+# Python): 30 s of failed checks in a row before a restart, which no test here is about. A
+# restart for a missed check would change a pid these tests expect to stay.
+CHECK = HealthCheck(HealthCheckKind.HTTP, interval_ms=100, timeout_ms=5000, unhealthy_threshold=300)
 SLOW = Settings(strategy=Strategy.batch(1), min_wait_in_instance_running_ms=1500)
 
 
