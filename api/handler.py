@@ -412,14 +412,24 @@ class Handler:
     @rpc
     def getSchedulerInfo(self) -> Any:
         s = self.scheduler
-        leader = self._leader() if s.client is not None and s.client.connected else None
+        serving = bool(s.loop is not None and s.loop.is_serving)
+        if serving and s.http is not None:
+            # The serving leader is this node: no ZooKeeper read (a blip there, or the cached
+            # look-up of a second ago, must not make a serving leader report no leader).
+            leader: dict[str, Any] | None = {
+                "id": s.config.scheduler_id,
+                "api": s.api_address,
+                "http": f"{s.config.http_host}:{s.http.port}",
+            }
+        else:
+            leader = self._leader() if s.client is not None and s.client.connected else None
         return t.SchedulerInfo(
             id=s.config.scheduler_id,
             version=VERSION,
             role=s.leadership.role.value if s.leadership else "starting",
             leaderId=leader.get("id") if leader else None,
             leaderAddress=leader.get("api") if leader else None,
-            serving=bool(s.loop is not None and s.loop.is_serving),
+            serving=serving,
             httpAddress=f"{s.config.http_host}:{s.http.port}" if s.http is not None else None,
             leaderHttpAddress=leader.get("http") if leader else None,
             instanceLogDir=str((Path(s.config.state_dir) / "logs").resolve())

@@ -203,6 +203,19 @@ def test_scheduler_info(client: PulsegateClient, scheduler) -> None:
     client.ping()
 
 
+def test_a_serving_leader_names_itself_when_zookeeper_cannot_say(
+    client: PulsegateClient, scheduler, monkeypatch
+) -> None:
+    """A ZooKeeper blip (or the look-up cached from a second ago) must not make the serving
+    leader answer 'serving, but no leader'."""
+    wait_until(lambda: client.info().serving)
+    monkeypatch.setattr(scheduler.leadership, "leader_identity", lambda: None)
+    scheduler.api.handler._leader_cache = (0.0, None)
+    info = client.info()
+    assert info.serving and info.leader_id == scheduler.config.scheduler_id
+    assert info.leader_address == api_address(scheduler)
+
+
 # -- auth -------------------------------------------------------------------------------------
 
 TOKENS = {"root": "t-admin", "ops": "t-ops", "mon": "t-mon", "dba": "t-dba"}
