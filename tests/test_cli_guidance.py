@@ -72,10 +72,14 @@ def test_an_unreachable_scheduler_is_announced_retry_by_retry(
     code = main(["update", "list", "--scheduler", "127.0.0.1:1", "--retry-for", "0.75"])
     err = capsys.readouterr().err.splitlines()
     assert code == 7
-    assert err[:-1] == [
+    # Every retry is announced, numbered against the plan; on a loaded machine the attempts
+    # themselves take time, so the deadline may come before the last planned retry.
+    retries = err[:-1]
+    assert 1 <= len(retries) <= planned
+    assert retries == [
         f"pulsegate: retrying 127.0.0.1:1 ({n}/{planned}): no scheduler reachable at "
         "127.0.0.1:1 (connection refused)"
-        for n in range(1, planned + 1)
+        for n in range(1, len(retries) + 1)
     ]
     assert err[-1].startswith("pulsegate: no scheduler reachable at 127.0.0.1:1 (connection")
     assert "pulsegate scheduler run" in err[-1] and "TTransportException" not in err[-1]
