@@ -64,7 +64,9 @@ def seed(store: ZooKeeperStorage) -> SimpleNamespace:
     now = int(time.time() * 1000)
     keys = {}
     specs = [
-        (WEB, Settings(strategy=Strategy.batch(2), min_wait_in_instance_running_ms=800)),
+        # 2 s per batch: the failover lands while 3+ batches (6+ s) are left even when a loaded
+        # machine delays the test's own reaction to "2 updated".
+        (WEB, Settings(strategy=Strategy.batch(2), min_wait_in_instance_running_ms=2000)),
         (PAUSED, Settings()),
         (HELD, Settings(heartbeat_timeout_ms=120_000)),
     ]
