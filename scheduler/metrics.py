@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from scheduler.gate_metrics import GateCollector
+
 ZK_STATES = ("connected", "suspended", "lost")
 STORAGE_RESULTS = ("ok", "stale", "not_leader", "error")
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -108,6 +110,9 @@ class Metrics:
         self.api_requests_total = counter(
             "api_requests_total", "API calls, by method and result.", ("method", "result")
         )
+        # Per-update gate gauges and active updates by status, read from the leader at scrape.
+        self.gates = GateCollector()
+        registry.register(self.gates)  # type: ignore[arg-type]
         # Known label values start at 0, so dashboards see the series before the first event.
         for result in STORAGE_RESULTS:
             self.storage_writes_total.labels(result=result)
