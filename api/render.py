@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from api.client import REQUEST_ID
+from api.gate_text import blocked_text, gate_json, monitor_lines
 from api.views import DiffView, InstanceStatus, SchedulerInfo, UpdateDetails
 from updater.driver import InstanceState
 from updater.events import Cause, InstanceAction
@@ -128,6 +129,7 @@ def details_json(d: UpdateDetails) -> dict[str, Any]:
         "progress": None if p is None else attrs.asdict(p),  # total, done, in_flight, failed
         "rolling_back": d.rolling_back,
         "heartbeat": {"age_ms": d.heartbeat_age_ms, "timeout_ms": d.heartbeat_timeout_ms},
+        "gate": gate_json(d.gate, d.heartbeat_timeout_ms),
         "status_events": [
             {
                 "status": e.status.name,
@@ -291,9 +293,12 @@ def print_details(
     ]
     if r.definition.is_coordinated:
         rows.append(("heartbeat", heartbeat_text(d)))
+        rows.extend((f"monitor {name}", state) for name, state in monitor_lines(d.gate))
     if (pause := r.pause_event) is not None:
         rows.append(("paused by", f"{pause.user}: {pause.message or '(no message)'}"))
-    if (reason := why(d)) is not None and not reason.startswith("paused by"):
+    if (blocked := blocked_text(d.gate, d.heartbeat_timeout_ms)) is not None:
+        rows.append(("why", blocked))
+    elif (reason := why(d)) is not None and not reason.startswith("paused by"):
         rows.append(("why", reason))
     settings = {**data["settings"], "instances": data["settings"]["instances"] or "all"}
     rows.extend((_SETTING_NAMES.get(k, k.replace("_", " ")), v) for k, v in settings.items())
