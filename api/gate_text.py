@@ -31,24 +31,34 @@ def duration(ms: int) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def server_now(gate: GateState, timeout_ms: int, fallback_ms: int | None = None) -> int:
-    """The scheduler's now when it answered, from a monitor's lease; else `fallback_ms` (or
-    this machine's clock)."""
-    for m in gate.monitors:
-        return m.lease_end_ms - timeout_ms + m.age_ms
+def server_now(gate: GateState, timeout_ms: int | None, fallback_ms: int | None = None) -> int:
+    """The scheduler's now when it answered, from a monitor's lease and the timeout; else
+    `fallback_ms` (or this machine's clock)."""
+    if timeout_ms and gate.monitors:
+        first = gate.monitors[0]
+        return first.lease_end_ms - timeout_ms + first.age_ms
     return int(time.time() * 1000) if fallback_ms is None else fallback_ms
 
 
-def blocked_text(gate: GateState | None, timeout_ms: int, now_ms: int | None = None) -> str | None:
+def blocked_text(
+    gate: GateState | None, timeout_ms: int | None, now_ms: int | None = None
+) -> str | None:
     """Why a coordinated update's gate holds it, for how long, and what the bound does when;
     None while it is open, not coordinated, or paused (the pause says why itself)."""
     if gate is None or gate.reason is None or gate.reason is GateReason.PAUSED:
         return None
     now = server_now(gate, timeout_ms, now_ms)
-    line = f"blocked: {gate.why} for {duration(now - gate.since_ms)}"
-    if gate.on_blocked is not None and gate.on_blocked_at_ms is not None:
-        line += f", {ACTION_WORDS[gate.on_blocked]} in {duration(gate.on_blocked_at_ms - now)}"
-    return line
+    return f"blocked: {gate.why} for {duration(now - gate.since_ms)}" + bound_text(
+        gate, timeout_ms, now
+    )
+
+
+def bound_text(gate: GateState | None, timeout_ms: int | None, now_ms: int | None = None) -> str:
+    """`, pause in 9m48s` while a bound (maxBlockedMs) runs, else ``."""
+    if gate is None or gate.on_blocked is None or gate.on_blocked_at_ms is None:
+        return ""
+    now = server_now(gate, timeout_ms, now_ms)
+    return f", {ACTION_WORDS[gate.on_blocked]} in {duration(gate.on_blocked_at_ms - now)}"
 
 
 def monitor_lines(gate: GateState | None) -> list[tuple[str, str]]:
@@ -63,7 +73,7 @@ def monitor_lines(gate: GateState | None) -> list[tuple[str, str]]:
     return rows
 
 
-def gate_json(gate: GateState | None, timeout_ms: int) -> dict[str, Any] | None:
+def gate_json(gate: GateState | None, timeout_ms: int | None) -> dict[str, Any] | None:
     """The gate with stable snake_case keys, plus the blocked line people see."""
     if gate is None:
         return None

@@ -14,8 +14,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from api.gate_text import blocked_text, gate_json, monitor_lines
-from api.render import heartbeat_text, iso, progress_text, status_text, update_size, why
+from api.gate_text import gate_json, monitor_lines
+from api.render import heartbeat_text, iso, progress_text, reason, status_text, update_size
 from api.views import UpdateDetails
 
 
@@ -73,11 +73,6 @@ def progress_view(d: UpdateDetails) -> RenderableType:
     if text is not None:
         grid.add_row("why", Text(text, style="yellow"))
     return grid
-
-
-def reason(d: UpdateDetails, now_ms: int | None = None) -> str | None:
-    """The gate's blocked line when the leader sent one, else why it stands still."""
-    return blocked_text(d.gate, d.heartbeat_timeout_ms, now_ms) or why(d, now_ms)
 
 
 class WaitDisplay:
