@@ -66,17 +66,20 @@ def test_gate_series_follow_an_update_from_start_to_end(scheduler: Scheduler) ->
         assert by_status(scheduler, S.ROLL_FORWARD_AWAITING_PULSE) == 1
 
         client.heartbeat(key)
+        labels = (("job", str(key.job)), ("update", key.id))
         opened = wait_until(
             lambda: (
-                (found := series(scheduler, key)).get("pulsegate_update_gate_open") == 1 and found
+                (found := scrape(scheduler)).get(("pulsegate_update_gate_open", labels)) == 1
+                and found
             ),
             15,
             0.02,
             "the gate never opened on /metrics",
-        )
-        assert opened["pulsegate_update_blocked_seconds"] == 0
-        assert opened["pulsegate_update_heartbeat_age_seconds"] >= 0
-        assert by_status(scheduler, S.ROLLING_FORWARD) == 1
+        )  # one scrape for all that follows: the update moves on meanwhile
+        assert opened[("pulsegate_update_blocked_seconds", labels)] == 0
+        assert opened[("pulsegate_update_heartbeat_age_seconds", labels)] >= 0
+        rolling = ("pulsegate_updates_by_status", (("status", "ROLLING_FORWARD"),))
+        assert opened[rolling] == 1
 
         client.abort(key, "done looking")
         wait_until(lambda: client.details(key).status is S.ABORTED, 15, 0.02)
