@@ -1,14 +1,19 @@
 """`pulsegate heartbeat KEY`: the reference health monitor for coordinated updates.
 
-Every interval it runs a check; while the check passes it heartbeats, and when it fails it stays
-silent, so the update blocks once the heartbeat timeout lapses (DESIGN §3: there is no NACK).
-With --pause-on-failure it also pauses the update, once per failure streak, giving the check's
-output as the reason. Ticks are scheduled on a monotonic clock, so the interval stays steady
-however long a check or a call takes."""
+Every interval it runs a check; while the check passes it heartbeats, naming itself (--monitor,
+rule 11), and when it fails it stays silent, so the update blocks once the heartbeat timeout
+lapses (DESIGN §3: there is no NACK). With --pause-on-failure it also pauses the update, once per
+failure streak, giving the check's output as the reason. With --ack-batches it verifies each
+finished batch with its check against the batch's instances (`{instance}` in the check names
+each) and then acknowledges it (rule 13). Each heartbeat's answer and the gate's state are
+printed on a line (one JSON object per heartbeat with --json). Ticks are scheduled on a monotonic
+clock, so the interval stays steady however long a check or a call takes."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import socket
 import subprocess
 import sys
@@ -17,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -35,6 +40,9 @@ from api.cli_common import (
     resolve,
 )
 from api.client import PulsegateClient
+from api.gate_text import duration, gate_json
+from api.render import iso
+from api.views import HeartbeatResult
 from updater.errors import AuthError, NotFound, PulsegateError, Unavailable
 from updater.keys import UpdateKey
 from updater.pulse import HeartbeatAnswer
@@ -49,6 +57,8 @@ class CheckResult:
 
 
 Check = Callable[[], CheckResult]
+BatchCheck = Callable[[Sequence[int]], CheckResult]  # verifies the instances a batch names
+INSTANCE = "{instance}"
 
 
 def url_problem(url: str) -> str | None:
@@ -106,6 +116,50 @@ def always_passing() -> CheckResult:
     return CheckResult(True, "")
 
 
+def per_instance(make: Callable[[str], Check], template: str) -> BatchCheck:
+    """A batch check from a check's text: with `{instance}` in it, one check per instance id
+    (failing on the first that fails, naming it); without, the check as given, once."""
+
+    def verify(instances: Sequence[int]) -> CheckResult:
+        if INSTANCE not in template:
+            return make(template)()
+        for instance in instances:
+            result = make(template.replace(INSTANCE, str(instance)))()
+            if not result.ok:
+                return CheckResult(False, f"instance {instance}: {result.output}")
+        return CheckResult(True, f"instances {', '.join(map(str, instances)) or 'none'} passed")
+
+    return verify
+
+
+def beat_text(beat: HeartbeatResult) -> str:
+    """One heartbeat's answer with the gate's state and each monitor's age, for people."""
+    line = f"heartbeat: {beat.answer.name} (update {beat.status.name})"
+    gate = beat.gate
+    if gate is None:
+        return line
+    line += f"; gate {'open' if gate.open else 'closed'}: {gate.why}"
+    line += f"; {gate.fresh_monitors} of {gate.quorum} fresh"
+    ages = ", ".join(
+        f"{m.name} {duration(m.age_ms)} {'fresh' if m.fresh else 'stale'}" for m in gate.monitors
+    )
+    return line + (f"; ages: {ages}" if ages else "")
+
+
+def beat_json(beat: HeartbeatResult, acked: int | None) -> dict[str, Any]:
+    """One heartbeat for machines (`--json`, one object per line)."""
+    return {
+        "event": "heartbeat",
+        "at": iso(int(time.time() * 1000)),
+        "answer": beat.answer.name,
+        "update_status": beat.status.name,
+        "batch": beat.batch,
+        "batch_instances": list(beat.batch_instances),
+        "acked_batch": acked,
+        "gate": gate_json(beat.gate, None),  # no timeout in the answer: this clock
+    }
+
+
 def run_monitor(
     client: PulsegateClient,
     key: UpdateKey,
@@ -117,29 +171,62 @@ def run_monitor(
     max_beats: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     monitor: str | None = None,
+    verify: BatchCheck | None = None,
+    json_lines: bool = False,
 ) -> int:
     """Check and heartbeat every `interval_s` until the update is over (0), it is not found (5),
     the caller is refused (6), `stop_event` is set or `max_beats` intervals have run (0).
-    Sleeping is `stop_event.wait`, so a test's event can advance a fake `clock` instead. A
-    pause is sent in the name of `monitor`, so the audit trail shows who paused."""
-    check = check or always_passing
+    Sleeping is `stop_event.wait`, so a test's event can advance a fake `clock` instead. Beats
+    and pauses are sent in the name of `monitor`, so the gate and the audit trail show who.
+    With `verify`, a batch the gate awaits an acknowledgement for is verified with it against
+    the batch's instances, then acked; with no `check`, each tick verifies the current batch."""
 
-    def say(line: str) -> None:
+    def say(line: str, event: str = "message", **fields: Any) -> None:
+        if json_lines:
+            line = json.dumps({"event": event, "message": line, **fields})
         out.write(line + "\n")
         out.flush()
 
-    last_answer: tuple[HeartbeatAnswer, str] | None = None
+    def tick_check() -> CheckResult:
+        if check is not None:
+            return check()
+        if verify is not None and current:
+            return verify(current)
+        return always_passing()
+
+    def send(ack: int | None) -> HeartbeatResult:
+        if monitor is None and verify is None:
+            return client.heartbeat(key)
+        return client.heartbeat(key, monitor=monitor, ack=ack)
+
+    last_shown: list[tuple[Any, ...]] = []
+
+    def report(beat: HeartbeatResult) -> HeartbeatResult:
+        """Every heartbeat as JSON; for people, a line when the answer or the gate changes."""
+        gate = beat.gate
+        shown = (beat.answer, beat.status, gate and (gate.open, gate.why, gate.awaiting_ack))
+        if json_lines:
+            out.write(json.dumps(beat_json(beat, acked)) + "\n")
+            out.flush()
+        elif shown not in last_shown:
+            say(beat_text(beat))
+        last_shown[:] = [shown]
+        return beat
+
     failing = unavailable = pause_due = False
+    acked: int | None = None  # the last batch verified, sent with every beat (acks are volatile)
+    refused: int | None = None  # the batch whose verification failed, said once
+    current: list[int] = []  # the current batch's instances, from the last answer
     next_tick = clock()
     ticks = 0
     while not stop_event.is_set() and (max_beats is None or ticks < max_beats):
         ticks += 1
         try:
-            result = check()
+            result = tick_check()
             if not result.ok:
                 if not failing:
                     failing, pause_due = True, pause_on_failure
-                    say(f"check failed, not heartbeating: {result.output}")
+                    say(f"check failed, not heartbeating: {result.output}", "check_failed")
                 if pause_due:  # once per failure streak; retried only if unavailable
                     pause_due = False
                     try:
@@ -147,31 +234,42 @@ def run_monitor(
                     except Unavailable:
                         pause_due = True
                         raise
-                    say(f"paused {key}")
+                    say(f"paused {key}", "paused")
             else:
                 if failing:
-                    say("check passing again, heartbeating")
+                    say("check passing again, heartbeating", "check_passing")
                 failing = False
-                beat = client.heartbeat(key)
+                beat = report(send(acked))
                 unavailable = False
-                answer = (beat.answer, beat.status.name)
-                if answer != last_answer:
-                    say(f"heartbeat: {beat.answer.name} (update {beat.status.name})")
-                    last_answer = answer
+                current = list(beat.batch_instances)
+                gate = beat.gate
+                waiting = None if gate is None else gate.awaiting_ack
+                if verify is not None and gate is not None and waiting not in (None, acked):
+                    verdict = verify(list(gate.batch_instances))
+                    if verdict.ok:
+                        acked, refused = waiting, None
+                        ids = ", ".join(map(str, gate.batch_instances))
+                        say(f"batch {waiting} verified (instances {ids}): acking", "acking",
+                            batch=waiting, output=verdict.output)  # fmt: skip
+                        beat = report(send(acked))
+                    elif refused != waiting:
+                        refused = waiting
+                        say(f"batch {waiting} not verified, not acking: {verdict.output}",
+                            "not_verified", batch=waiting, output=verdict.output)  # fmt: skip
                 if beat.answer is HeartbeatAnswer.FINISHED:
                     return OK
         except Unavailable as e:
             if not unavailable:  # once per outage, not once per tick
-                say(f"scheduler unavailable, retrying: {e.message}")
+                say(f"scheduler unavailable, retrying: {e.message}", "unavailable")
             unavailable = True
         except NotFound as e:
-            say(f"pulsegate: {e.message}")
+            say(f"pulsegate: {e.message}", "error")
             return NOT_FOUND
         except AuthError as e:
-            say(f"pulsegate: {e.message}")
+            say(f"pulsegate: {e.message}", "error")
             return AUTH
         except PulsegateError as e:
-            say(f"pulsegate: {e.message}")
+            say(f"pulsegate: {e.message}", "error")
             if not failing:  # a refused heartbeat (e.g. the update is not coordinated)
                 return ERROR
             # a refused pause (e.g. the update already ended): keep checking
@@ -195,10 +293,25 @@ def register(groups: Any) -> None:
         "--monitor",
         metavar="NAME",
         default=f"heartbeat@{socket.gethostname()}"[:64],
-        help="this monitor's name, recorded with its pauses (default heartbeat@<host>)",
+        help="this monitor's name, sent with each heartbeat and recorded with its pauses; "
+        "counts toward heartbeat_quorum (default heartbeat@<host>)",
     )
-    parser.add_argument("--check-http", metavar="URL", help="passes on a 2xx answer to GET URL")
-    parser.add_argument("--check-cmd", metavar="CMD", help="passes when the shell CMD exits 0")
+    parser.add_argument(
+        "--check-http",
+        metavar="URL",
+        help="passes on a 2xx answer to GET URL ({instance} in it: each of the batch's instances)",
+    )
+    parser.add_argument(
+        "--check-cmd",
+        metavar="CMD",
+        help="passes when the shell CMD exits 0 ({instance} in it: each of the batch's instances)",
+    )
+    parser.add_argument(
+        "--ack-batches",
+        action="store_true",
+        help="verify each finished batch with the check against its instances, then ack it "
+        "(for updates with heartbeat_ack_batches = true)",
+    )
     parser.add_argument(
         "--check-timeout", type=float, default=5.0, metavar="S", help="check timeout (5 s)"
     )
@@ -208,6 +321,9 @@ def register(groups: Any) -> None:
         help="pause the update (reason: the check's output) when the check starts failing",
     )
     parser.add_argument("--max-beats", type=int, metavar="N", help="stop after N intervals")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per heartbeat and event, per line"
+    )
 
 
 def heartbeat(args: argparse.Namespace) -> int:
@@ -217,20 +333,39 @@ def heartbeat(args: argparse.Namespace) -> int:
         raise UsageError("give --check-http or --check-cmd, not both")
     if not 0 < len(args.monitor) <= 64:
         raise UsageError("--monitor must be 1 to 64 characters")
-    check: Check | None = None
+    make: Callable[[str], Check] | None = None
+    template: str = args.check_http or args.check_cmd or ""
     if args.check_http:
-        problem = url_problem(args.check_http)
+        problem = url_problem(args.check_http.replace(INSTANCE, "0"))
         if problem is not None:
             raise UsageError(
                 f"--check-http {args.check_http!r} {problem}, e.g. http://127.0.0.1:8080/health"
             )
-        check = http_check(args.check_http, args.check_timeout)
+        make = functools.partial(http_check, timeout_s=args.check_timeout)
     elif args.check_cmd:
-        check = command_check(args.check_cmd, args.check_timeout)
+        make = functools.partial(command_check, timeout_s=args.check_timeout)
+    per_batch = INSTANCE in template
+    if per_batch and not args.ack_batches:
+        raise UsageError(
+            f"{INSTANCE} in the check names a batch's instances: add --ack-batches, or give a "
+            "check without it"
+        )
+    check = make(template) if make is not None and not per_batch else None
+    verify: BatchCheck | None = None
+    if args.ack_batches:
+        verify = per_instance(make or (lambda _text: always_passing), template)
     # Retry an unavailable scheduler for about one interval, then try again next tick.
     retry = args.retry_for if getattr(args, "retry_for", None) is not None else args.interval
     with client_from(args, retry_for_s=retry, on_retry=None) as client:
         key = _key(client, args.key)
+        if (
+            args.ack_batches
+            and not client.details(key).record.definition.settings.heartbeat_ack_batches
+        ):
+            raise UsageError(
+                f"--ack-batches: update {key} takes no batch acknowledgements "
+                "(start it with heartbeat_ack_batches = true)"
+            )
         return run_monitor(
             client,
             key,
@@ -241,6 +376,8 @@ def heartbeat(args: argparse.Namespace) -> int:
             sys.stdout,
             args.max_beats,
             monitor=args.monitor,
+            verify=verify,
+            json_lines=args.json,
         )
 
 

@@ -217,7 +217,7 @@ def update_info(args: argparse.Namespace) -> int:
         info = _info(client)
     if args.json:
         data = render.details_json(details)
-        data["why"] = render.why(details)
+        data["why"] = render.reason(details)
         data["url"] = info.update_url(key) if info is not None else None
         data["instances"] = [render.instance_json(i) for i in instances]
         data["failures"] = render.failures(details, info)

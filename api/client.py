@@ -325,10 +325,16 @@ class PulsegateClient:
     def rollback(self, key: UpdateKey, message: str = "") -> None:
         self._call("rollbackJobUpdate", convert.update_key_out(key), message, self._auth())
 
-    def heartbeat(self, key: UpdateKey) -> views.HeartbeatResult:
-        return views.heartbeat(
-            self._call("heartbeatJobUpdate", convert.update_key_out(key), self._auth())
-        )
+    def heartbeat(
+        self, key: UpdateKey, monitor: str | None = None, ack: int | None = None
+    ) -> views.HeartbeatResult:
+        """A heartbeat; naming `monitor` (or acking batch `ack`) sends HeartbeatDetails, and
+        the answer then carries the batch to verify and the gate's state."""
+        wire = convert.update_key_out(key)
+        if monitor is None and ack is None:
+            return views.heartbeat(self._call("heartbeatJobUpdate", wire, self._auth()))
+        details = t.HeartbeatDetails(monitor=monitor, ackBatch=ack)
+        return views.heartbeat(self._call("heartbeatJobUpdate", wire, self._auth(), details))
 
     def summaries(
         self,

@@ -7,10 +7,11 @@ from typing import Any
 
 from api.checks import integer, need, text
 from api.idl import pulsegate as t
-from updater.gate import GateState
+from updater.gate import GateReason, GateState, MonitorState
 from updater.settings import MAX_MONITOR_NAME, OnBlocked
 
 ON_BLOCKED_ID = {OnBlocked.PAUSE: 1, OnBlocked.ABORT: 2, OnBlocked.ROLL_BACK: 3}
+ON_BLOCKED = {v: k for k, v in ON_BLOCKED_ID.items()}
 
 
 def heartbeat_details_in(v: Any, field: str = "details") -> tuple[str | None, int | None]:
@@ -60,4 +61,28 @@ def heartbeat_out(answer: int, status: int, gate: GateState | None) -> Any:
         batch=gate.batch,
         batchInstances=list(gate.batch_instances) if gate.batch is not None else None,
         gate=gate_out(gate),
+    )
+
+
+def gate_in(g: Any) -> GateState | None:
+    """The client's view of a `GateState` from the wire (None when the server sent none)."""
+    if g is None:
+        return None
+    return GateState(
+        open=bool(g.open),
+        reason=None if g.reason is None else GateReason(g.reason),
+        why=g.why or "",
+        since_ms=g.sinceMs or 0,
+        lease_end_ms=g.leaseEndMs,
+        quorum=g.quorum or 1,
+        fresh_monitors=g.freshMonitors or 0,
+        monitors=tuple(
+            MonitorState(m.name, m.ageMs, m.leaseEndMs, bool(m.fresh), m.ackedBatch)
+            for m in g.monitors or ()
+        ),
+        batch=g.batch,
+        batch_instances=tuple(g.batchInstances or ()),
+        awaiting_ack=g.awaitingAck,
+        on_blocked=None if g.onBlocked is None else ON_BLOCKED.get(g.onBlocked),
+        on_blocked_at_ms=g.onBlockedAtMs,
     )

@@ -16,9 +16,11 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from api.gate_text import blocked_text, bound_text, gate_json, monitor_lines
 from api.views import DiffView, InstanceStatus, SchedulerInfo, UpdateDetails
 from updater.driver import InstanceState
 from updater.events import Cause, InstanceAction
+from updater.gate import GateReason
 from updater.job import ConfigGroup, Job
 from updater.ranges import Range, format_ranges, merge
 from updater.record import REQUEST_ID
@@ -128,6 +130,7 @@ def details_json(d: UpdateDetails) -> dict[str, Any]:
         "progress": None if p is None else attrs.asdict(p),  # total, done, in_flight, failed
         "rolling_back": d.rolling_back,
         "heartbeat": {"age_ms": d.heartbeat_age_ms, "timeout_ms": d.heartbeat_timeout_ms},
+        "gate": gate_json(d.gate, d.heartbeat_timeout_ms),
         "status_events": [
             {
                 "status": e.status.name,
@@ -291,10 +294,11 @@ def print_details(
     ]
     if r.definition.is_coordinated:
         rows.append(("heartbeat", heartbeat_text(d)))
+        rows.extend((f"monitor {name}", state) for name, state in monitor_lines(d.gate))
     if (pause := r.pause_event) is not None:
         rows.append(("paused by", f"{pause.user}: {pause.message or '(no message)'}"))
-    if (reason := why(d)) is not None and not reason.startswith("paused by"):
-        rows.append(("why", reason))
+    if (text := reason(d)) is not None and not text.startswith("paused by"):
+        rows.append(("why", text))
     settings = {**data["settings"], "instances": data["settings"]["instances"] or "all"}
     rows.extend((_SETTING_NAMES.get(k, k.replace("_", " ")), v) for k, v in settings.items())
     rows.extend((f"metadata {k}", v) for k, v in data["metadata"].items() if k not in _HIDDEN)
@@ -441,3 +445,20 @@ def why(d: UpdateDetails, now_ms: int | None = None) -> str | None:
         timeout if last.cause is Cause.HEARTBEAT_TIMEOUT else 0
     )
     return f"blocked: no heartbeat for {_seconds(silent)} (timeout {_seconds(timeout)})"
+
+
+# Gate reasons the heartbeat-age words above already say well; the others take the gate's words.
+_SAID_BY_WHY = frozenset(
+    {GateReason.NO_HEARTBEAT, GateReason.TIMED_OUT, GateReason.HELD_FOR_OPERATOR}
+)
+
+
+def reason(d: UpdateDetails, now_ms: int | None = None) -> str | None:
+    """Why it stands still, as `why` says, or in the gate's words for a quorum or an ack it
+    waits for ("blocked: quorum 1 of 2 for 12s"); either with what its bound does when
+    (", pause in 9m48s")."""
+    gate, timeout = d.gate, d.heartbeat_timeout_ms
+    if gate is not None and gate.reason is not None and gate.reason not in _SAID_BY_WHY:
+        return blocked_text(gate, timeout, now_ms) or why(d, now_ms)
+    text = why(d, now_ms)
+    return None if text is None else text + bound_text(gate, timeout, now_ms)

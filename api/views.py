@@ -7,9 +7,11 @@ from typing import Any
 
 import attrs
 
+from api import convert_gate
 from updater.driver import InstanceState
 from updater.engine import Counts
 from updater.events import Cause, InstanceAction, InstanceEvent, StatusEvent
+from updater.gate import GateState
 from updater.job import ConfigGroup, Job
 from updater.keys import JobKey, UpdateKey
 from updater.pulse import HeartbeatAnswer
@@ -54,6 +56,9 @@ class SchedulerInfo:
 class HeartbeatResult:
     answer: HeartbeatAnswer
     status: UpdateStatus
+    batch: int | None = None  # the batch to verify (rule 13), numbered from 1
+    batch_instances: tuple[int, ...] = ()
+    gate: GateState | None = None  # sent when the heartbeat named its details
 
 
 @attrs.frozen
@@ -64,6 +69,7 @@ class UpdateDetails:
     rolling_back: bool
     heartbeat_age_ms: int | None
     heartbeat_timeout_ms: int
+    gate: GateState | None = None  # for an active coordinated update the leader runs
 
     @property
     def status(self) -> UpdateStatus:
@@ -211,6 +217,7 @@ def details(v: Any) -> UpdateDetails:
         bool(p.rollingBack) if p is not None else False,
         v.heartbeatAgeMs,
         v.heartbeatTimeoutMs or 0,
+        convert_gate.gate_in(getattr(v, "gate", None)),
     )
 
 
@@ -248,4 +255,10 @@ def info(v: Any) -> SchedulerInfo:
 
 
 def heartbeat(v: Any) -> HeartbeatResult:
-    return HeartbeatResult(HeartbeatAnswer(v.status), UpdateStatus(v.updateStatus))
+    return HeartbeatResult(
+        HeartbeatAnswer(v.status),
+        UpdateStatus(v.updateStatus),
+        v.batch,
+        tuple(v.batchInstances or ()),
+        convert_gate.gate_in(v.gate),
+    )

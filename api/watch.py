@@ -14,7 +14,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from api.render import heartbeat_text, iso, progress_text, status_text, update_size, why
+from api.gate_text import gate_json, monitor_lines
+from api.render import heartbeat_text, iso, progress_text, reason, status_text, update_size
 from api.views import UpdateDetails
 
 
@@ -33,13 +34,14 @@ def wait_json(d: UpdateDetails, now_ms: int | None = None) -> dict[str, Any]:
         "key": str(d.record.key),
         "status": d.status.name,
         "terminal": d.status.is_terminal,
-        "why": why(d, now_ms),
+        "why": reason(d, now_ms),
         "instances_in_update": update_size(d),
         "progress": None
         if p is None
         else {"total": p.total, "done": p.done, "in_flight": p.in_flight, "failed": p.failed},
         "rolling_back": d.rolling_back,
         "heartbeat": {"age_ms": d.heartbeat_age_ms, "timeout_ms": d.heartbeat_timeout_ms},
+        "gate": gate_json(d.gate, d.heartbeat_timeout_ms),
         "last_event": {
             "status": last.status.name,
             "timestamp_ms": last.timestamp_ms,
@@ -65,9 +67,11 @@ def progress_view(d: UpdateDetails) -> RenderableType:
     if d.heartbeat_timeout_ms:
         late = d.heartbeat_age_ms is None or d.heartbeat_age_ms >= d.heartbeat_timeout_ms
         grid.add_row("heartbeat", Text(heartbeat_text(d), style="red" if late else "green"))
-    reason = why(d)
-    if reason is not None:
-        grid.add_row("why", Text(reason, style="yellow"))
+    for name, state in monitor_lines(d.gate):
+        grid.add_row(f"monitor {name}", Text(state, style="red" if "stale" in state else "green"))
+    text = reason(d)
+    if text is not None:
+        grid.add_row("why", Text(text, style="yellow"))
     return grid
 
 
@@ -103,10 +107,12 @@ class WaitDisplay:
         line = f"{d.record.key} {d.status.name} {progress_text(d)}"
         if d.heartbeat_timeout_ms:
             line += f"; heartbeat {heartbeat_text(d)}"
-        reason = why(d)
-        if reason is not None:
-            line += f"; {reason}"
+        text = reason(d)
+        if text is not None:
+            line += f"; {text}"
         self.out.print(Text(line), soft_wrap=True)
+        for name, state in monitor_lines(d.gate):
+            self.out.print(Text(f"  monitor {name}: {state}"), soft_wrap=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:

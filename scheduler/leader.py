@@ -121,6 +121,7 @@ class LeaderLoop:
         self._acting_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="leader-loop", daemon=True)
         driver.set_listener(self._driver_changed)
+        metrics.gates.source = self  # the gate gauges, read from this memory at each scrape
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from scheduler.gate_metrics import GateCollector
+
 ZK_STATES = ("connected", "suspended", "lost")
 STORAGE_RESULTS = ("ok", "stale", "not_leader", "error")
 CONNECTION_CAPS = ("max_connections", "max_connections_per_peer")
@@ -119,6 +121,9 @@ class Metrics:
         )
         for reason in CONNECTION_CAPS:
             self.api_connections_refused_total.labels(reason=reason)
+        # Per-update gate gauges and active updates by status, read from the leader at scrape.
+        self.gates = GateCollector()
+        registry.register(self.gates)
         # Known label values start at 0, so dashboards see the series before the first event.
         for result in STORAGE_RESULTS:
             self.storage_writes_total.labels(result=result)

@@ -8,15 +8,17 @@ import attrs
 import pytest
 
 from api.ui import model
+from api.ui.gate import gate_view
 from api.ui.processes import Process
 from api.views import InstanceStatus, UpdateDetails
 from updater.driver import InstanceState
 from updater.engine import Counts
 from updater.events import Cause, InstanceAction, InstanceEvent, StatusEvent
+from updater.gate import GateReason, GateState, MonitorState
 from updater.job import Job
 from updater.ranges import Range
 from updater.record import UpdateRequest, plan_update
-from updater.settings import HeartbeatResume, Settings
+from updater.settings import HeartbeatResume, OnBlocked, Settings
 from updater.status import UpdateStatus as S
 from updater.storage import UpdateSummary
 
@@ -172,3 +174,68 @@ def test_settings_use_job_file_names() -> None:
 )  # fmt: skip
 def test_duration(ms: int, text: str) -> None:
     assert model.duration(ms) == text
+
+
+def gated(d: UpdateDetails, **fields: object) -> UpdateDetails:
+    """`d` with a gate state as the leader sends it (closed on a quorum unless told)."""
+    values: dict[str, object] = {
+        "open": False,
+        "reason": GateReason.QUORUM,
+        "why": "quorum 1 of 2",
+        "since_ms": T0 + 1000,
+        "lease_end_ms": T0 + 6000,
+        "quorum": 2,
+        "fresh_monitors": 1,
+        "monitors": (
+            MonitorState("canary", 1000, T0 + 6000, True, None),
+            MonitorState("slo", 9000, T0 - 2000, False, 1),
+        ),
+        "batch": 2,
+        "batch_instances": (2, 3),
+        "awaiting_ack": None,
+        "on_blocked": OnBlocked.PAUSE,
+        "on_blocked_at_ms": T0 + 601_000,
+    }
+    values.update(fields)
+    return attrs.evolve(d, gate=GateState(**values))  # type: ignore[arg-type]
+
+
+def test_the_gate_shows_each_monitor_against_the_timeout_and_both_countdowns() -> None:
+    view = gate_view(gated(details(START, ROLL, LAPSE)), T0 + 3000)
+    assert view is not None
+    assert (view.open, view.kind, view.why, view.since) == (
+        False,
+        "closed",
+        "quorum 1 of 2",
+        "closed for 2.0 s",
+    )
+    assert view.quorum == "1 fresh, 2 needed"
+    assert view.lease == "ends in 3.0 s"
+    assert view.on_blocked == "pauses in 9 min 58 s"
+    assert view.batch == "batch 2: instances 2, 3"
+    canary, slo = view.monitors
+    assert (canary.name, canary.age, canary.fresh, canary.lease) == (
+        "canary",
+        "1.0 s",
+        True,
+        "ends in 3.0 s",
+    )
+    assert (slo.age_ms, slo.age, slo.fresh, slo.lease, slo.acked) == (
+        TIMEOUT,  # the meter stops at the timeout; the words say how far past it is
+        "9.0 s",
+        False,
+        "ended 5.0 s ago",
+        "batch 1",
+    )
+
+
+def test_the_gate_when_open_overdue_or_absent() -> None:
+    d = details(START, ROLL)
+    opened = gate_view(gated(d, open=True, reason=None, why="fresh", on_blocked=None,
+                             on_blocked_at_ms=None), T0 + 2000)  # fmt: skip
+    assert opened is not None and (opened.since, opened.on_blocked) == ("open", None)
+    late = gate_view(gated(d, on_blocked=OnBlocked.ROLL_BACK, on_blocked_at_ms=T0), T0 + 2000)
+    assert late is not None and late.on_blocked == "rolls back: due 2.0 s ago"
+    acking = gate_view(gated(d, reason=GateReason.AWAITING_ACK, awaiting_ack=1), T0 + 2000)
+    assert acking is not None and acking.awaiting_ack == "batch 1"
+    assert gate_view(d, T0) is None  # no gate sent: not coordinated, over, or another leader's

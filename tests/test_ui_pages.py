@@ -280,3 +280,33 @@ def test_reads_that_need_a_token(zk_server, tmp_path: Path) -> None:
         assert code == 200 and "No updates yet" in html
     finally:
         s.stop()
+
+
+def test_the_update_page_shows_the_gate(scheduler: Scheduler, client: PulsegateClient) -> None:
+    ready_job(client)
+    settings = Settings(
+        min_wait_in_instance_running_ms=100,
+        heartbeat_timeout_ms=60_000,
+        heartbeat_quorum=2,
+        heartbeat_monitors=("canary", "slo"),
+        max_blocked_ms=600_000,
+    )
+    key = client.start_update(JOB, V2, 3, settings=settings)
+    client.heartbeat(key, monitor="canary")  # one of two: blocked on the quorum
+    code, html, _ = get(scheduler, update_url(key))
+    assert code == 200
+    gate = re.search(
+        r'<dd id="gate" class="gate-closed">closed for [^:<]+: quorum 1 of 2</dd>', html
+    )
+    assert gate is not None, html
+    assert '<dd id="quorum">1 fresh, 2 needed</dd>' in html
+    assert re.search(r'<dd id="on-blocked">pauses in 9 min \d+ s</dd>', html)
+    assert re.search(r'<dd id="lease">ends in \d+ s</dd>', html)
+    row = re.search(r'<tr class="monitor fresh" data-monitor="canary">(.*?)</tr>', html, re.S)
+    assert row is not None and 'max="60000"' in row[1] and "ago, fresh" in row[1]
+    assert 'data-monitor="slo"' not in html  # never heard from
+    code, fragment, _ = get(scheduler, update_url(key) + "?fragment=1")
+    assert code == 200 and 'id="gate"' in fragment  # the live refresh carries it too
+    client.abort(key)
+    wait_until(lambda: client.details(key).status is S.ABORTED, 15, 0.02)
+    assert 'id="gate"' not in get(scheduler, update_url(key))[1]  # over: no gate

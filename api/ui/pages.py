@@ -28,6 +28,7 @@ from api import convert, views
 from api.handler import Handler
 from api.idl import pulsegate as t
 from api.ui import model
+from api.ui.gate import gate_view
 from api.ui.processes import Processes
 from scheduler.clock import Clock, SystemClock
 from scheduler.http import Request, Response
@@ -188,6 +189,7 @@ class WebUI:
             "key": details.record.key,
             "why": model.why(details, now),
             "pulse": model.pulse(details),
+            "gate": gate_view(details, now),
             "cells": model.grid(details, instances, now, self.processes.of(details.record.key.job)),
             "instances_error": instances_error,
             "timeline": model.timeline(details),
