@@ -74,9 +74,9 @@ class RecordingDriver:
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
-        self.sim.takeover(desired, hold)
+        self.sim.takeover(desired, parked)
 
     def set_acting(self, acting: bool) -> None:
         self.sim.set_acting(acting)

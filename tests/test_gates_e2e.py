@@ -30,7 +30,7 @@ from updater.status import UpdateStatus
 from updater.task import TaskConfig
 
 from procs import SchedulerProcess, api_address, leader, wait_for_leader
-from waiting import hold, wait_until
+from waiting import stays_true, wait_until
 
 S = UpdateStatus
 SIM = {"sim.start_ms": "50", "sim.healthy_after_ms": "50", "sim.kill_ms": "20"}
@@ -206,7 +206,7 @@ def test_quorum_of_two_named_monitors(cluster) -> None:
     assert "expected one of: canary, slo" in caught.value.message
     canary, slo = cluster.monitor(key, "canary"), cluster.monitor(key, "slo")
     canary.beating.set()
-    hold(1.0, lambda: record(cluster, key).status is S.ROLL_FORWARD_AWAITING_PULSE,
+    stays_true(1.0, lambda: record(cluster, key).status is S.ROLL_FORWARD_AWAITING_PULSE,
          "one monitor of a quorum of two moved the update")  # fmt: skip
     assert started(cluster, key) == []
     assert details(cluster, key).gate.why == "quorum 1 of 2"
@@ -227,7 +227,7 @@ def test_quorum_of_two_named_monitors(cluster) -> None:
     assert fresh == {"canary": True, "slo": False}
     events, actions = len(blocked.instance_events), len(proc.actions())  # the driver's log
     assert actions > 0
-    hold(2.0, lambda: len(record(cluster, key).instance_events) == events
+    stays_true(2.0, lambda: len(record(cluster, key).instance_events) == events
          and len(proc.actions()) == actions,
          "the update moved on one monitor of two")  # fmt: skip
     slo.beating.set()  # it comes back
@@ -257,7 +257,9 @@ def test_per_batch_acknowledgement(cluster) -> None:
         timeout=30,
         message="batch 1 never waited for its acknowledgement",
     )
-    hold(1.0, lambda: sorted(started(cluster, key)) == [0, 1], "batch 2 started without an ack")
+    stays_true(
+        1.0, lambda: sorted(started(cluster, key)) == [0, 1], "batch 2 started without an ack"
+    )
     last = verifier.answers[-1]
     assert (last.batch, last.batchInstances, last.gate.awaitingAck) == (1, [0, 1], 1)
     assert last.gate.reason == "awaiting_ack"

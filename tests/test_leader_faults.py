@@ -19,7 +19,7 @@ from updater.status import UpdateStatus as S
 from updater.task import TaskConfig
 
 from cluster import FAST_SIM, client_for, start_scheduler, wait_serving
-from waiting import hold, wait_until
+from waiting import stays_true, wait_until
 
 JOB = JobKey("www", "prod", "faults")
 V1 = TaskConfig.make(["server", "--version=1"], labels=FAST_SIM)
@@ -235,7 +235,7 @@ def test_a_step_the_old_leader_stored_but_never_took_waits_for_a_heartbeat(
             seen = second.driver.instances(JOB).get(0)
             return None if seen is None else seen.config
 
-        hold(1.5, lambda: instance_0() != V2, "the takeover took the stored step")
+        stays_true(1.5, lambda: instance_0() != V2, "the takeover took the stored step")
         with client_for(second) as client:
             client.heartbeat(key)
             wait_until(lambda: instance_0() == V2, timeout=20)

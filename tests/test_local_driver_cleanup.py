@@ -269,7 +269,7 @@ def test_a_takeover_leaves_held_instances_running_as_they_are(
     strays.add(pid)
     first.stop()
     second = make_driver(InstanceRecords(ZooKeeperStorage(zk_client, paths), "host"))
-    second.takeover({JOB: {0: new}}, hold={(JOB, 0)})
+    second.takeover({JOB: {0: new}}, parked={(JOB, 0)})
     wait_until(lambda: _state(second) is I.HEALTHY, timeout=30)  # adopted, acting, held
     assert second.pids(JOB) == {0: pid}
     second.apply(JOB, [Action(ActionKind.REPLACE, 0, new)])  # the update acts: released

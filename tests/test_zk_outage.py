@@ -23,7 +23,7 @@ from updater.status import UpdateStatus
 from updater.task import TaskConfig
 
 from procs import SchedulerProcess, http_status, wait_for_leader
-from waiting import hold, wait_until
+from waiting import stays_true, wait_until
 
 pytestmark = pytest.mark.slow
 SIM = {"sim.start_ms": "150", "sim.healthy_after_ms": "150", "sim.kill_ms": "100"}
@@ -91,7 +91,7 @@ def test_zookeeper_stopped_for_20s_mid_update(tmp_path) -> None:
             timeout=15,
             message="schedulers still report ready without ZooKeeper",
         )
-        hold(20, lambda: all(p.proc.poll() is None for p in procs), "a scheduler died")
+        stays_true(20, lambda: all(p.proc.poll() is None for p in procs), "a scheduler died")
         server.start()
         wait_until(lambda: view.store.get_update(key).status.is_terminal, timeout=60)
         check_finished_once(view.store, key, 10)

@@ -30,11 +30,11 @@ def wait_until(
         time.sleep(interval)
 
 
-def hold(seconds: float, invariant: Callable[[], object], message: str = "") -> None:
+def stays_true(seconds: float, invariant: Callable[[], object], message: str = "") -> None:
     """Keep a fault in place for `seconds` (the scenario's length, not a guess at how long
     something takes), checking `invariant` throughout: it must stay truthy the whole time."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not invariant():
-            raise AssertionError(message or "invariant broke during the hold")
+            raise AssertionError(message or "invariant broke while it had to stay true")
         time.sleep(0.1)

@@ -86,14 +86,14 @@ class Driver(Protocol):
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
         """Required. A new leader's first call, with every job's desired state: reconcile them
         all, adopting what runs, and stop instances of jobs that no longer exist. Called
         before `set_acting(True)`. May raise Unavailable (what runs could not be read), and
         then must have changed nothing: the leader calls it again.
 
-        Instances in `hold` (in flight in a coordinated update, DESIGN §3 rule 8) are adopted
+        Instances `parked` (in flight in a coordinated update, DESIGN §3 rule 8) are adopted
         but left exactly as they are, not started, stopped or replaced, until `apply` names
         them or `reconcile` is called for their job: their desired config may be a step the
         old leader persisted but never took, and only a heartbeat may let it happen."""

@@ -193,7 +193,7 @@ class UpdateRun:
                 return Step(transition=self._timed_out(backward, check.lapsed_ms, pulse))
             if check.gate is Gate.EXPIRED:
                 return Step(transition=self._timed_out(backward, now, pulse))
-            if check.gate is Gate.HOLD:
+            if check.gate is Gate.WAIT:
                 return Step(wake_at_ms=check.until_ms)
             wake = check.until_ms
 

@@ -46,7 +46,7 @@ class HeartbeatAnswer(enum.IntEnum):
 
 class Gate(enum.Enum):
     FRESH = "fresh"  # act
-    HOLD = "hold"  # no fresh heartbeat yet, lease not over: take no action, record nothing
+    WAIT = "wait"  # no fresh heartbeat yet, lease not over: take no action, record nothing
     EXPIRED = "expired"  # lease over: take no action, record *_AWAITING_PULSE
 
 
@@ -132,7 +132,7 @@ class Pulse:
         lapsed = self.unrecorded_lapse(rolling_since)
         if self.is_fresh(now):
             return GateCheck(Gate.FRESH, end, lapsed)
-        return GateCheck(Gate.EXPIRED if now >= end else Gate.HOLD, end, lapsed)
+        return GateCheck(Gate.EXPIRED if now >= end else Gate.WAIT, end, lapsed)
 
     def beaten(
         self,

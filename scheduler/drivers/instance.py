@@ -30,7 +30,7 @@ class Instance:
         self.job = job
         self.instance_id = instance_id
         self.desired: TaskConfig | None = None
-        self.held = False  # left as it is until the update acts on it (takeover, rule 8)
+        self.parked = False  # left as it is until the update acts on it (takeover, rule 8)
         self.config: TaskConfig | None = None
         self.state = S.ABSENT
         self.proc: subprocess.Popen[bytes] | None = None

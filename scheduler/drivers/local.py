@@ -142,7 +142,7 @@ class LocalDriver:
             for action in actions:
                 inst = self._instance(job, action.instance_id)
                 inst.desired = None if action.kind is ActionKind.KILL else action.config
-                inst.held = False
+                inst.parked = False
         self._wake.set()
 
     def reconcile(self, job: JobKey, desired: Mapping[int, TaskConfig]) -> None:
@@ -151,7 +151,7 @@ class LocalDriver:
                 self._instance(job, instance_id).desired = config
             for (j, instance_id), inst in self._instances.items():
                 if j == job:
-                    inst.held = False
+                    inst.parked = False
                     if instance_id not in desired:
                         inst.desired = None
         self._wake.set()
@@ -159,7 +159,7 @@ class LocalDriver:
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
         """Rebuild what this driver knows from the records, then reconcile every job; recorded
         processes of jobs that no longer exist are stopped. Raises Unavailable, having changed
@@ -181,8 +181,8 @@ class LocalDriver:
                 for job, instances in desired.items():
                     for instance_id, config in instances.items():
                         self._instance(job, instance_id).desired = config
-                for job, instance_id in hold:  # as they are until the update acts (rule 8)
-                    self._instance(job, instance_id).held = True
+                for job, instance_id in parked:  # as they are until the update acts (rule 8)
+                    self._instance(job, instance_id).parked = True
         self._wake.set()
 
     def set_acting(self, acting: bool) -> None:
@@ -343,8 +343,8 @@ class LocalDriver:
         due = inst.next_check is not None and now >= inst.next_check
         if inst.state in LIVE and due and not inst.checking:
             self._submit_check(inst)
-        if not self.acting or inst.held or (inst.state not in LIVE and inst.group is not None):
-            return  # not leading, held at a takeover, or its last processes are still going
+        if not self.acting or inst.parked or (inst.state not in LIVE and inst.group is not None):
+            return  # not leading, parked at a takeover, or its last processes are still going
         # Act: make it match the desired state.
         if inst.desired is None:
             if inst.state in LIVE:

@@ -156,7 +156,7 @@ class SimDriver:
     def reconcile(
         self, job: JobKey, desired: Mapping[int, TaskConfig], keep: AbstractSet[int] = frozenset()
     ) -> None:
-        """`keep`: ids to leave as they are (held at a takeover)."""
+        """`keep`: ids to leave as they are (parked at a takeover)."""
         instances = self._jobs.setdefault(job, {})
         actions = [
             Action(ActionKind.ADD, i, config)
@@ -174,12 +174,12 @@ class SimDriver:
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
         for job in set(self._jobs) - set(desired):
             self.reconcile(job, {})
         for job, instances in desired.items():
-            self.reconcile(job, instances, {i for j, i in hold if j == job})
+            self.reconcile(job, instances, {i for j, i in parked if j == job})
 
     def set_acting(self, acting: bool) -> None:
         self.acting = acting  # the simulation acts whenever it is told to

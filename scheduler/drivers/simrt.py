@@ -67,11 +67,11 @@ class RealtimeSimDriver:
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, TaskConfig]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
         with self._lock:
             before = len(self._sim.action_log)
-            self._sim.takeover(desired, hold)
+            self._sim.takeover(desired, parked)
             done = self._sim.action_log[before:]
         for job in {j for _, j, _ in done}:
             self._record(job, [a for _, j, a in done if j == job], "reconcile")

@@ -129,10 +129,10 @@ class ModelInstances:
     def takeover(
         self,
         desired: Mapping[JobKey, Mapping[int, object]],
-        hold: AbstractSet[tuple[JobKey, int]] = frozenset(),
+        parked: AbstractSet[tuple[JobKey, int]] = frozenset(),
     ) -> None:
         for job, instances in desired.items():
-            self.reconcile(job, instances, {i for j, i in hold if j == job})
+            self.reconcile(job, instances, {i for j, i in parked if j == job})
 
     def set_acting(self, acting: bool) -> None:
         pass

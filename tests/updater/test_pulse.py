@@ -10,7 +10,7 @@ TIMEOUT = 1_000
 def test_the_lease_runs_from_since_until_the_first_beat_then_from_the_last() -> None:
     pulse = Pulse(TIMEOUT, since_ms=100)
     assert pulse.lease_end == 1_100 and not pulse.is_fresh(100)
-    assert pulse.check(500).gate is Gate.HOLD and pulse.check(1_100).gate is Gate.EXPIRED
+    assert pulse.check(500).gate is Gate.WAIT and pulse.check(1_100).gate is Gate.EXPIRED
     beaten = pulse.beaten(600, rolling_since=None)
     assert beaten.lease_end == 1_600 and beaten.check(1_599).gate is Gate.FRESH
     assert beaten.beaten(500, None).last_ms == 600  # a beat handled late never moves it back

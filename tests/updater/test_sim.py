@@ -124,7 +124,7 @@ def test_takeover_leaves_held_instances_as_they_are() -> None:
     clock = FakeClock(0)
     sim = SimDriver(clock, {OLD: SimBehaviour(kill_ms=10), NEW: SimBehaviour(start_ms=10)})
     sim.seed(JOB, {0: OLD, 1: OLD}, 0)
-    sim.takeover({JOB: {0: NEW, 1: NEW, 2: NEW}}, hold={(JOB, 0), (JOB, 2)})
+    sim.takeover({JOB: {0: NEW, 1: NEW, 2: NEW}}, parked={(JOB, 0), (JOB, 2)})
     touched = {action.instance_id for _, _, action in sim.action_log}
     assert touched == {1}  # held 0 keeps running OLD, held 2 is not started
     assert sim.instances(JOB)[0].config == OLD and 2 not in sim.instances(JOB)
