@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from scheduler.clock import StepWatch
 from updater.keys import JobKey, UpdateKey
 
 Command = tuple[Callable[[], Any], "Future[Any]"]
@@ -44,8 +45,7 @@ class Agenda:
 
     def __init__(self, clock_offset: Callable[[], int] | None = None) -> None:
         """`clock_offset`: the service clock's wall offset (None: a clock that never steps)."""
-        self._clock_offset = clock_offset
-        self._offset = clock_offset() if clock_offset is not None else 0
+        self._steps = StepWatch(clock_offset)
         self._cv = threading.Condition()
         self._work = Work()
         self._timers: list[tuple[int, int, UpdateKey | None]] = []
@@ -141,12 +141,9 @@ class Agenda:
     def _follow_step(self) -> None:
         """Move every timer by the clock's step since the last look (lock held). A uniform
         shift keeps the heap's order."""
-        if self._clock_offset is None:
+        delta = self._steps.delta()
+        if not delta:
             return
-        offset = self._clock_offset()
-        if offset == self._offset:
-            return
-        delta, self._offset = offset - self._offset, offset
         self._timers = [(at + delta, seq, key) for at, seq, key in self._timers]
         self._wake_at = {key: at + delta for key, at in self._wake_at.items()}
 

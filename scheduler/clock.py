@@ -66,6 +66,23 @@ class SystemClock:
         return self._offset
 
 
+class StepWatch:
+    """How far the clock's wall offset moved since the last look: what a holder of timestamps
+    that measure durations (timers, healthy-since) shifts them by. Callers hold their own lock."""
+
+    def __init__(self, source: Callable[[], int] | None) -> None:
+        """`source`: `offset_source(clock)`; None for a clock that never steps."""
+        self._source = source
+        self._offset = source() if source is not None else 0
+
+    def delta(self) -> int:
+        if self._source is None:
+            return 0
+        offset = self._source()
+        delta, self._offset = offset - self._offset, offset
+        return delta
+
+
 def offset_source(clock: Clock) -> Callable[[], int] | None:
     """How a lease holder learns of wall-clock steps: the clock's offset, or None for a clock
     that never steps (the fake clocks of tests and the simulation)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 import attrs
 import structlog
 
-from scheduler.clock import Clock, offset_source
+from scheduler.clock import Clock, StepWatch, offset_source
 from scheduler.codec import config_digest
 from scheduler.drivers.health import Streak, Verdict, run_check
 from scheduler.drivers.instance import Instance, backoff_delay
@@ -94,8 +94,7 @@ class LocalDriver:
         # `healthy_since` is a timestamp on the service clock, which follows wall steps; the
         # engine measures min-wait from it, so a step moves every one of them by the same amount
         # (as the pulse's leases and the agenda's timers move): a step is not time passing.
-        self._clock_offset = offset_source(clock)
-        self._offset = self._clock_offset() if self._clock_offset is not None else 0
+        self._steps = StepWatch(offset_source(clock))
         self.base_dir = base_dir
         self.log_dir = log_dir
         self.records = records
@@ -576,12 +575,9 @@ class LocalDriver:
 
     def _follow_step(self) -> None:
         """Move every `healthy_since` by the clock's step since the last look (lock held)."""
-        if self._clock_offset is None:
+        delta = self._steps.delta()
+        if not delta:
             return
-        offset = self._clock_offset()
-        if offset == self._offset:
-            return
-        delta, self._offset = offset - self._offset, offset
         for inst in self._instances.values():
             if inst.healthy_since is not None:
                 inst.healthy_since += delta
