@@ -5,49 +5,17 @@ details and reads the batch and the gate."""
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from test_interop import ROOT, Generated, connect, job_key, task
+from test_interop import ROOT, connect, generate_from, job_key, task
 
 from waiting import wait_until
 
 BEFORE = ROOT / "tests" / "data" / "pulsegate-before-gates.thrift"
 NOW = ROOT / "thrift" / "pulsegate.thrift"
-
-
-def generate_from(idl: Path, out: Path) -> Generated:
-    """Apache Thrift's code for `idl`, imported under its usual name and then removed from
-    sys.modules again, so that the two generations (and other tests) do not mix."""
-    compiler = shutil.which("thrift")
-    if compiler is None:
-        pytest.fail("the Apache Thrift compiler `thrift` is missing: run deploy/bootstrap.sh")
-    result = subprocess.run(
-        [compiler, "--gen", "py", "-out", str(out), str(idl)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, f"thrift --gen py failed:\n{result.stdout}{result.stderr}"
-    ours = [n for n in sys.modules if n == "pulsegate" or n.startswith("pulsegate.")]
-    saved = {n: sys.modules.pop(n) for n in ours}
-    sys.path.insert(0, str(out))
-    try:
-        service = importlib.import_module("pulsegate.PulsegateScheduler")
-        types = importlib.import_module("pulsegate.ttypes")
-    finally:
-        sys.path.remove(str(out))
-        for name in [n for n in sys.modules if n == "pulsegate" or n.startswith("pulsegate.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    assert Path(service.__file__).is_relative_to(out)
-    return Generated(service, types)
 
 
 def coordinated_request(t: ModuleType, job: Any, **settings: Any) -> Any:

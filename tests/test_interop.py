@@ -51,21 +51,14 @@ def _official_thrift() -> ModuleType:
     return thrift
 
 
-_generated: list[Generated] = []
-
-
-def generate(tmp_path_factory: pytest.TempPathFactory) -> Generated:
-    """Compile the IDL once per run. Called from the tests (not a fixture) so that a missing
-    compiler FAILS them rather than erroring or skipping."""
-    if _generated:
-        return _generated[0]
+def generate_from(idl: Path, out: Path) -> Generated:
+    """Apache Thrift's code for `idl`, imported under its usual name and then removed from
+    sys.modules again, so that the two generations (and other tests) do not mix."""
     compiler = shutil.which("thrift")
     if compiler is None:
         pytest.fail("the Apache Thrift compiler `thrift` is missing: run deploy/bootstrap.sh")
-    _official_thrift()
-    out = tmp_path_factory.mktemp("thrift-gen")
     result = subprocess.run(
-        [compiler, "--gen", "py", "-out", str(out), str(IDL)],
+        [compiler, "--gen", "py", "-out", str(out), str(idl)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -83,7 +76,19 @@ def generate(tmp_path_factory: pytest.TempPathFactory) -> Generated:
             del sys.modules[name]
         sys.modules.update(saved)
     assert Path(service.__file__).is_relative_to(out)
-    _generated.append(Generated(service, types))
+    return Generated(service, types)
+
+
+_generated: list[Generated] = []
+
+
+def generate(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    """Compile the IDL once per run. Called from the tests (not a fixture) so that a missing
+    compiler FAILS them rather than erroring or skipping."""
+    if _generated:
+        return _generated[0]
+    _official_thrift()
+    _generated.append(generate_from(IDL, tmp_path_factory.mktemp("thrift-gen")))
     return _generated[0]
 
 
